@@ -1,0 +1,179 @@
+"""Feature-store layout, manifest and the keyed reader both halves share.
+
+Layout: ``features/modality=<m>/view=<v>/part-<shard>.parquet`` (hive partitions) plus
+``features/_manifest.json``. Rows are keyed by ``item_idx``/``item_id``/``sample``: readers
+scatter them into a table indexed by ``item_idx`` and never rely on row order.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.errors import ContractError
+from schemas.fs import Workspace
+from schemas.io import read_parquet
+from schemas.tables import SCHEMA_VERSION, read_info
+from schemas.validate import check_version, validate_feature_rows
+
+FEATURES_DIR = "features"
+MANIFEST_NAME = "_manifest.json"
+MODALITIES = ("image", "text")
+_PART = re.compile(r"^part-\d+\.parquet$")
+
+
+def view_dir(modality: str, view: str) -> tuple[str, str, str]:
+    return (FEATURES_DIR, f"modality={modality}", f"view={view}")
+
+
+def part_name(shard: int) -> str:
+    return f"part-{shard:05d}.parquet"
+
+
+def list_views(ws: Workspace) -> list[tuple[str, str]]:
+    """(modality, view) pairs present on disk, sorted."""
+    out = []
+    for m in ws.listdir(FEATURES_DIR):
+        if not m.startswith("modality="):
+            continue
+        for v in ws.listdir(FEATURES_DIR, m):
+            if v.startswith("view="):
+                out.append((m.split("=", 1)[1], v.split("=", 1)[1]))
+    return sorted(out)
+
+
+def list_parts(ws: Workspace, modality: str, view: str) -> list[str]:
+    return [n for n in ws.listdir(*view_dir(modality, view)) if _PART.match(n)]
+
+
+@dataclass
+class ViewEntry:
+    """What one (modality, view) of the store holds and how it was made."""
+
+    modality: str
+    view: str
+    dim: int
+    dtype: str
+    samples: int
+    seed: int
+    view_params: dict[str, Any]
+    encoder: dict[str, Any]  # name, weights_sha256, preprocessing, pooling, library versions
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # part name -> key, rows, ...
+
+
+@dataclass
+class StoreManifest:
+    """features/_manifest.json: one entry per (modality, view), keyed 'modality/view'."""
+
+    views: dict[str, ViewEntry] = field(default_factory=dict)
+    catalog_sha256: str | None = None
+    code_version: str | None = None
+    updated_at: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "feature_store_manifest", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], path: str = MANIFEST_NAME) -> "StoreManifest":
+        if obj.get("kind") != "feature_store_manifest":
+            raise ContractError(path, "is not a feature-store manifest (kind missing or wrong)")
+        version = int(obj.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise ContractError(path, f"was written with schema version {version}, newer than "
+                                      f"this macl ({SCHEMA_VERSION}); upgrade macl to read it")
+        allowed = {"views", "catalog_sha256", "code_version", "updated_at", "schema_version"}
+        unknown = set(obj) - allowed - {"kind"}
+        if unknown:
+            raise ContractError(path, f"unknown manifest keys {sorted(unknown)}")
+        try:
+            views = {k: ViewEntry(**v) for k, v in obj.get("views", {}).items()}
+        except TypeError as exc:
+            raise ContractError(path, f"malformed view entry ({exc})") from exc
+        return cls(views=views, **{k: obj[k] for k in allowed - {"views"} if k in obj})
+
+
+def read_manifest(ws: Workspace) -> StoreManifest | None:
+    if not ws.exists(FEATURES_DIR, MANIFEST_NAME):
+        return None
+    return StoreManifest.from_json(ws.read_json(FEATURES_DIR, MANIFEST_NAME),
+                                   ws.display(FEATURES_DIR, MANIFEST_NAME))
+
+
+def write_manifest(ws: Workspace, manifest: StoreManifest) -> None:
+    ws.write_json_atomic(manifest.to_json(), FEATURES_DIR, MANIFEST_NAME)
+
+
+def read_view_rows(ws: Workspace, modality: str, view: str,
+                   columns: list[str] | None = None) -> pa.Table:
+    """All rows of one (modality, view), every part checked for version and row contract."""
+    tables = []
+    for name in list_parts(ws, modality, view):
+        parts = (*view_dir(modality, view), name)
+        t = read_parquet(ws, *parts)
+        check_version(t.schema, ws.display(*parts), "features")
+        validate_feature_rows(t, ws.display(*parts))
+        tables.append(t.select(columns) if columns else t)
+    if not tables:
+        raise ContractError(ws.display(*view_dir(modality, view)), "no feature parts found")
+    return pa.concat_tables(tables, promote_options="none")
+
+
+def read_view_info(ws: Workspace, modality: str, view: str) -> dict[str, Any]:
+    """Provenance stored in the first part's Parquet metadata."""
+    parts = list_parts(ws, modality, view)
+    if not parts:
+        raise ContractError(ws.display(*view_dir(modality, view)), "no feature parts found")
+    import pyarrow.parquet as pq
+
+    with ws.fs.open_input_file(ws.path(*view_dir(modality, view), parts[0])) as f:
+        return read_info(pq.read_schema(f))
+
+
+@dataclass
+class FeatureMatrix:
+    """Embeddings of one (modality, view, sample) indexed by item_idx (row 0 = padding).
+
+    ``mask[i]`` is True only where item i has an ``ok`` row; other rows are zeros that must
+    never be used as features (the trainer masks them out).
+    """
+
+    values: np.ndarray  # (n_items + 1, dim)
+    mask: np.ndarray  # (n_items + 1,) bool
+    modality: str
+    view: str
+    sample: int
+
+
+def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_items: int,
+                        dtype: str = "float32") -> FeatureMatrix:
+    """Scatter the ``ok`` rows of one sample into a dense item_idx-indexed matrix."""
+    shown = ws.display(*view_dir(modality, view))
+    rows = read_view_rows(ws, modality, view, columns=["item_idx", "sample", "embedding", "status"])
+    rows = rows.filter(pc.equal(rows.column("sample"), sample))
+    idx = rows.column("item_idx").to_numpy()
+    if idx.size and (idx.min() < 1 or idx.max() > n_items):
+        bad = np.flatnonzero((idx < 1) | (idx > n_items))
+        raise ContractError(shown, f"item_idx outside the catalog 1..{n_items}", column="item_idx",
+                            rows=bad[:5].tolist(), values=idx[bad[:5]].tolist(), total=bad.size)
+    counts = np.bincount(idx, minlength=n_items + 1)
+    if (counts > 1).any():
+        dup = np.flatnonzero(counts > 1)
+        raise ContractError(shown, f"duplicate rows for item_idx in sample {sample}",
+                            column="item_idx", values=dup[:5].tolist(), rows=[],
+                            total=int(dup.size))
+    ok = pc.equal(rows.column("status"), "ok").to_numpy(zero_copy_only=False)
+    emb = rows.column("embedding").combine_chunks()
+    dim = emb.type.list_size
+    values = np.zeros((n_items + 1, dim), dtype=np.dtype(dtype))
+    mask = np.zeros(n_items + 1, dtype=bool)
+    if ok.any():
+        ok_idx = idx[ok]
+        flat = emb.filter(pa.array(ok)).flatten().to_numpy(zero_copy_only=False)
+        values[ok_idx] = flat.reshape(-1, dim).astype(values.dtype, copy=False)
+        mask[ok_idx] = True
+    return FeatureMatrix(values=values, mask=mask, modality=modality, view=view, sample=sample)
