@@ -124,14 +124,11 @@ def read_view_rows(ws: Workspace, modality: str, view: str,
 
 
 def read_view_info(ws: Workspace, modality: str, view: str) -> dict[str, Any]:
-    """Provenance stored in the first part's Parquet metadata."""
+    """Provenance of a view, as stored in its first part's Parquet metadata."""
     parts = list_parts(ws, modality, view)
     if not parts:
         raise ContractError(ws.display(*view_dir(modality, view)), "no feature parts found")
-    import pyarrow.parquet as pq
-
-    with ws.fs.open_input_file(ws.path(*view_dir(modality, view), parts[0])) as f:
-        return read_info(pq.read_schema(f))
+    return read_part_info(ws, modality, view, parts[0])
 
 
 @dataclass
@@ -177,3 +174,54 @@ def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_
         values[ok_idx] = flat.reshape(-1, dim).astype(values.dtype, copy=False)
         mask[ok_idx] = True
     return FeatureMatrix(values=values, mask=mask, modality=modality, view=view, sample=sample)
+
+
+#: Keys of the provenance JSON (Parquet metadata ``macl.info`` of every part, and the manifest's
+#: view entries): modality, view, shard, cache_key, encoder{name, source, weights_sha256, dim,
+#: preprocessing, pooling, dtype}, view_params, seed, samples, versions{...}, created_at.
+PROVENANCE_KEYS = ("modality", "view", "shard", "cache_key", "encoder", "view_params", "seed",
+                   "samples", "versions", "created_at")
+
+
+def write_feature_part(ws: Workspace, modality: str, view: str, shard: int, table: pa.Table,
+                       info: dict[str, Any]) -> str:
+    """Validate, stamp provenance and atomically write one shard; returns the part name."""
+    from schemas.tables import feature_schema, stamp
+
+    missing = [k for k in PROVENANCE_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"feature part provenance lacks {missing}")
+    name = part_name(shard)
+    shown = ws.display(*view_dir(modality, view), name)
+    emb_type = table.schema.field("embedding").type
+    dtype = "float16" if emb_type.value_type == pa.float16() else "float32"
+    schema = stamp(feature_schema(emb_type.list_size, dtype), "features", info)
+    from schemas.validate import conform
+
+    table = conform(table, schema, ("item_idx", "item_id", "modality", "view", "sample", "status"),
+                    shown)
+    validate_feature_rows(table, shown)
+    wrong = pc.or_(pc.not_equal(table.column("modality"), modality),
+                   pc.not_equal(table.column("view"), view)).to_numpy(zero_copy_only=False)
+    if wrong.any():
+        raise ContractError(shown, f"rows of another modality/view than {modality}/{view}",
+                            column="view", rows=np.flatnonzero(wrong)[:5].tolist(),
+                            total=int(wrong.sum()))
+    ws.write_parquet_atomic(table.replace_schema_metadata(schema.metadata), *view_dir(modality, view),
+                            name)
+    return name
+
+
+def read_part_info(ws: Workspace, modality: str, view: str, name: str) -> dict[str, Any]:
+    """Provenance of one part, read from its footer only (no data pages)."""
+    import pyarrow.parquet as pq
+
+    path = ws.path(*view_dir(modality, view), name)
+    try:
+        with ws.fs.open_input_file(path) as f:
+            schema = pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ContractError(ws.display(*view_dir(modality, view), name),
+                            f"is not a readable Parquet file ({exc})") from exc
+    check_version(schema, ws.display(*view_dir(modality, view), name), "features")
+    return read_info(schema)

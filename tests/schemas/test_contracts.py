@@ -193,3 +193,52 @@ def test_items_roundtrip_property(tmp_path_factory, rows):
     by_id = dict(zip(back.column("item_id").to_pylist(), back.column("text").to_pylist()))
     assert by_id == {r[0]: r[1] for r in rows}
     assert np.array_equal(np.sort(back.column("item_idx").to_numpy()), np.arange(1, len(rows) + 1))
+
+
+def _feature_rows(modality, view, idx, dim=3, status=None):
+    n = len(idx)
+    status = status or ["ok"] * n
+    emb = [[float(i)] * dim if s == "ok" else None for i, s in zip(idx, status)]
+    return pa.table({
+        "item_idx": idx, "item_id": [f"i{i}" for i in idx], "modality": [modality] * n,
+        "view": [view] * n, "sample": pa.array([0] * n, pa.int32()),
+        "embedding": pa.array(emb, pa.list_(pa.float32(), dim)),
+        "source_sha256": ["h"] * n, "status": status,
+        "reason": [None if s == "ok" else "no image" for s in status]})
+
+
+PROV = {"modality": "image", "view": "orig", "shard": 0, "cache_key": "k", "encoder": {"name": "e"},
+        "view_params": {}, "seed": 0, "samples": 1, "versions": {}, "created_at": "now"}
+
+
+def test_feature_matrix_is_keyed_by_item_idx_not_row_order(workspace):
+    from schemas.store import read_feature_matrix, read_view_info, write_feature_part
+
+    write_feature_part(workspace, "image", "orig", 1, _feature_rows("image", "orig", [5, 3]), PROV)
+    write_feature_part(workspace, "image", "orig", 0,
+                       _feature_rows("image", "orig", [2, 1], status=["ok", "missing"]), PROV)
+    fm = read_feature_matrix(workspace, "image", "orig", 0, n_items=6)
+    assert fm.values.shape == (7, 3)
+    assert fm.mask.tolist() == [False, False, True, True, False, True, False]
+    assert fm.values[5, 0] == 5 and fm.values[3, 0] == 3 and fm.values[2, 0] == 2
+    assert not fm.values[1].any()  # a missing row is never filled
+    assert read_view_info(workspace, "image", "orig")["cache_key"] == "k"
+
+
+def test_feature_matrix_refuses_duplicates(workspace):
+    from schemas.store import read_feature_matrix, write_feature_part
+
+    write_feature_part(workspace, "text", "orig", 0, _feature_rows("text", "orig", [1, 2]),
+                       {**PROV, "modality": "text"})
+    write_feature_part(workspace, "text", "orig", 1, _feature_rows("text", "orig", [2]),
+                       {**PROV, "modality": "text"})
+    with pytest.raises(ContractError, match="duplicate"):
+        read_feature_matrix(workspace, "text", "orig", 0, n_items=2)
+
+
+def test_feature_part_rejects_wrong_view(workspace):
+    from schemas.store import write_feature_part
+
+    with pytest.raises(ContractError, match="another modality/view"):
+        write_feature_part(workspace, "image", "hflip", 0, _feature_rows("image", "orig", [1]),
+                           PROV)
