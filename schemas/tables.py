@@ -37,11 +37,11 @@ EVENTS = pa.schema(
         pa.field("session_id", pa.string()),
         pa.field("user_id", pa.string()),
         pa.field("item_id", pa.string(), nullable=False),
-        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC")),  # null only for ID-only sources
         pa.field("seq", pa.int64(), nullable=False),
     ]
 )
-EVENTS_REQUIRED = ("item_id", "timestamp", "seq")
+EVENTS_REQUIRED = ("item_id", "seq")
 
 #: splits/<protocol>/{train,valid,test}.parquet — one row per case: input prefix -> target.
 SPLIT = pa.schema(

@@ -148,7 +148,7 @@ def validate_events(table: pa.Table, path: str, known_item_ids: pa.Array | None 
             raise ContractError(path, "events reference items that are not in the catalog",
                                 column="item_id", rows=rows,
                                 values=_column_values(table.column("item_id"), rows), total=total)
-    ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+    ts = table.column("timestamp").cast(pa.int64()).fill_null(0).to_numpy()
     neg = ts < 0
     if neg.any():
         rows, total = _first_true(neg)
