@@ -8,7 +8,9 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 STAMP="$VENV/.macl-installed"
-WANT=$(cat pyproject.toml scripts/bootstrap.sh scripts/install_wordnet.py 2>/dev/null | sha256sum | cut -c1-16)
+hashed=(pyproject.toml scripts/bootstrap.sh)
+[ -f scripts/install_wordnet.py ] && hashed+=(scripts/install_wordnet.py)
+WANT=$(cat "${hashed[@]}" | sha256sum | cut -c1-16)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
