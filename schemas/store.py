@@ -207,8 +207,9 @@ def write_feature_part(ws: Workspace, modality: str, view: str, shard: int, tabl
         raise ContractError(shown, f"rows of another modality/view than {modality}/{view}",
                             column="view", rows=np.flatnonzero(wrong)[:5].tolist(),
                             total=int(wrong.sum()))
+    # page CRCs let a reader that verifies them (the audit) detect any flipped bit in the data
     ws.write_parquet_atomic(table.replace_schema_metadata(schema.metadata), *view_dir(modality, view),
-                            name)
+                            name, write_page_checksum=True)
     return name
 
 
