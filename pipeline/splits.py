@@ -469,6 +469,14 @@ def _macl(s: Sessions, p: dict, path: str, filters: list[FilterStep]):
 
 
 def _srgnn(s: Sessions, p: dict, path: str, filters: list[FilterStep]):
+    if s.times is None:
+        raise ContractError(
+            path,
+            "protocol srgnn splits by time, and these events have no "
+            "timestamps (an ID-only source); use --protocol macl --order source "
+            "or --protocol loo",
+            column="timestamp",
+        )
     s = s.select(order_sessions(s, "time", path))
     end = s.end_times
     split_at = int(end.max()) - int(p["test_days"] * US_PER_DAY)

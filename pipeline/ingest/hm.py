@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pipeline.ingest.base import (
     SourceData,
     compose_text,
+    events_table,
     image_index,
     key_column,
     match_rows,
@@ -24,7 +25,6 @@ from pipeline.ingest.base import (
     read_csv,
     require_file,
     source_items,
-    events_table,
     unique_items,
 )
 from pipeline.sessions import SessionRule

@@ -166,8 +166,11 @@ def load(
         if pa.types.is_string(raw.type) and timestamp_unit:
             raw = numbers(table, time_col, shown, non_negative=True)
         elif pa.types.is_string(raw.type) and _all_numeric(raw):
-            raise ContractError(shown, "numeric timestamps need a unit (--timestamp-unit s, ms or "
-                                "us)", column=time_col)
+            raise ContractError(
+                shown,
+                "numeric timestamps need a unit (--timestamp-unit s, ms or us)",
+                column=time_col,
+            )
         when = coerce_timestamps(raw, shown, time_col, unit=timestamp_unit)
 
     notes: list[str] = []

@@ -1,5 +1,5 @@
-import dataclasses
 import csv
+import dataclasses
 import hashlib
 import io
 from collections import Counter

@@ -6,8 +6,8 @@ from pipeline.ingest import ingest
 from pipeline.sources import ImageResolver
 from schemas.errors import ContractError
 from schemas.fs import Workspace
-from schemas.tables import read_info
 from schemas.io import read_items
+from schemas.tables import read_info
 from tests.pipeline.ingest_helpers import catalog, events, run_cli, tiny_image, write_csv
 
 TX = ["t_dat", "customer_id", "article_id", "price", "sales_channel_id"]
@@ -72,7 +72,8 @@ def test_copy_images_makes_workspace_relative_uris(tmp_path, workspace):
     summary = ingest("hm", src, workspace, copy_images=True, progress=False)
     uri = catalog(workspace)["0100000001"]["image_uri"]
     assert uri == "images/0100000001.jpg" and summary.copied_images == 2
-    assert ImageResolver(workspace).read(uri).data == (src / "images" / "0100000001.jpg").read_bytes()
+    original = (src / "images" / "0100000001.jpg").read_bytes()
+    assert ImageResolver(workspace).read(uri).data == original
     again = ingest("hm", src, workspace, copy_images=True, progress=False)
     assert again.copied_images == 0  # identical copies are kept: a rerun does no work
 
@@ -160,3 +161,7 @@ def test_real_hm_counts_match_its_readme(shared_data, tmp_path):
     f = {x.name: x for x in r.filters}
     assert f["consecutive repeats collapsed"].events == 3_146  # the README's 2,894 duplicates +
     # 252 same-day repeats of one article that differ in price or channel
+    kept = run_split(ws, SplitConfig.for_protocol("macl", collapse_repeats=False), name="kept")
+    # the README: 6,245 of the 8,802 (customer, day) sessions have 2 or more purchases
+    assert {x.name: x for x in kept.filters}["short sessions (< 2) before item filter"].sessions \
+        == 8_802 - 6_245

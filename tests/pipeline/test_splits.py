@@ -109,8 +109,10 @@ def test_loo_by_hand():
 
 def test_time_protocols_refuse_id_only_events():
     s = Sessions.from_lists([[1, 2], [2, 1], [1, 2]])
-    with pytest.raises(ContractError, match="no timestamps"):
+    with pytest.raises(ContractError, match="no timestamps.*--order source"):
         split(s, min_item_count=1)
+    with pytest.raises(ContractError, match="srgnn splits by time"):
+        split(s, protocol="srgnn", min_item_count=1)
     assert split(s, min_item_count=1, order="source", test_fraction=0.34).tables["test"].num_rows
 
 
@@ -157,7 +159,7 @@ def test_srgnn_prefixes_complete_and_test_items_seen_in_train(seqs, data):
         return
     parts = {p: rows(t) for p, t in r.tables.items()}
     seen = {i for c in parts["train"] for i in c[1] + [c[2]]}
-    for sid, items, target in parts["test"] + parts["valid"]:
+    for _, items, target in parts["test"] + parts["valid"]:
         assert set(items) <= seen and target in seen
     # every training session yields each of its prefixes exactly once, in order
     by_session = {}
