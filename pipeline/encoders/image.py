@@ -127,7 +127,11 @@ class ImageEncoder:
             from torchvision.models import GoogLeNet
 
             model = GoogLeNet(aux_logits=True, transform_input=True, init_weights=False)
-            missing, unexpected = model.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = model.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                raise EncoderUnavailable(f"{path} is not a torchvision GoogLeNet checkpoint "
+                                         f"({str(exc)[:200]})") from None
             if unexpected or any(not k.startswith(("aux1.", "aux2.")) for k in missing):
                 raise EncoderUnavailable(f"{path} is not a torchvision GoogLeNet checkpoint "
                                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
