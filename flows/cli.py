@@ -12,7 +12,7 @@ import sys
 from pipeline.runtime import configure_environment
 
 #: modules that add subcommands, in help order
-COMMAND_MODULES: list[str] = ["flows.cli_data", "flows.cli_features", "trainer.cli"]
+COMMAND_MODULES: list[str] = ["flows.cli_data", "flows.cli_features", "flows.cli_audit", "trainer.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
