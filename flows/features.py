@@ -166,9 +166,13 @@ def _run_parts(ws: Workspace, job: PartJob, parts: list[PartPlan], cfg: Features
         for fut in as_completed(list(futures)):
             p = futures[fut]
             try:
-                results[p] = PartResult(**fut.result())
+                result = PartResult(**fut.result())
             except Exception as exc:  # noqa: BLE001 - reported per part, the rest goes on
                 failures[p] = exc
+            else:
+                if fut.state.name == "Cached":  # Prefect returned a finished run's result
+                    result.computed, result.reused_items, result.seconds = False, 0, 0.0
+                results[p] = result
             bar.update(p.n_items)
     return results, failures
 
