@@ -113,6 +113,7 @@ class TrainConfig:
 class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
     tie_policy: Literal["pessimistic", "optimistic"] = "pessimistic"
+    full_ranks: bool = False  # exact ranks beyond max(ks) (slower); else max(ks)+1 = "below"
     tail_share: float = 0.2  # long tail = least popular items carrying this share of train events
     popularity_buckets: int = 5
     batch_size: int = 1024

@@ -20,15 +20,33 @@ from trainer.distributed import DistContext
 from trainer.models.base import Recommender
 
 
-def target_ranks(scores: torch.Tensor, target: torch.Tensor, policy: str) -> torch.Tensor:
-    """1-based rank of each row's target among all columns, ties settled by ``policy``."""
+def target_ranks(scores: torch.Tensor, target: torch.Tensor, policy: str,
+                 cutoff: int | None = None) -> torch.Tensor:
+    """1-based rank of each row's target among all columns, ties settled by ``policy``.
+
+    With ``cutoff`` the rank is exact up to ``cutoff`` and ``cutoff + 1`` means "below the
+    cutoff": one top-k pass replaces two full comparison passes (the cost of a bare top-k loop),
+    and every HR/MRR/NDCG@K with K <= cutoff is unchanged. Rows whose cutoff boundary ties with
+    the target are counted exactly over the full row.
+    """
+    if policy not in ("optimistic", "pessimistic"):
+        raise ValueError(f"unknown tie policy {policy!r}")
     t = scores.gather(1, target[:, None])
-    higher = (scores > t).sum(1)
-    if policy == "optimistic":
-        return higher + 1
+    # pessimistic rank = #(score >= target's), optimistic = #(score > target's) + 1
+    beats = (lambda x: x >= t) if policy == "pessimistic" else (lambda x: x > t)  # noqa: E731
+    extra = 0 if policy == "pessimistic" else 1
+    if cutoff is None or cutoff >= scores.shape[1]:
+        return beats(scores).sum(1) + extra
+    top = scores.topk(cutoff, dim=1, sorted=False).values
+    in_top = beats(top).sum(1)
+    ranks = torch.where(in_top < cutoff, in_top + extra, torch.full_like(in_top, cutoff + 1))
     if policy == "pessimistic":
-        return higher + (scores == t).sum(1)  # the equal count includes the target itself
-    raise ValueError(f"unknown tie policy {policy!r}")
+        # all top values >= target's: exact only if the boundary value ties it
+        unsure = torch.nonzero((in_top == cutoff) & (top.min(1).values == t[:, 0])).squeeze(1)
+        if len(unsure):
+            exact = (scores[unsure] >= t[unsure]).sum(1)
+            ranks[unsure] = torch.where(exact <= cutoff, exact, torch.full_like(exact, cutoff + 1))
+    return ranks
 
 
 def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, ks: list[int]) -> dict[str, float]:
@@ -56,7 +74,7 @@ class Slices:
 @dataclass
 class EvalResult:
     metrics: dict[str, float]
-    ranks: np.ndarray  # per case, in case order
+    ranks: np.ndarray  # per case, in case order; max(ks) + 1 = "below the cutoff" unless full
     slices: dict[str, dict[str, float]] = field(default_factory=dict)  # 'tail'/'head' -> metrics
     buckets: list[dict] = field(default_factory=list)  # per popularity bucket: label, n, hr@K
     seconds: float = 0.0
@@ -67,8 +85,9 @@ class EvalResult:
 
 
 def rank_cases(model: Recommender, cases: Cases, *, max_len: int, batch_size: int,
-               device: torch.device, tie_policy: str, ctx: DistContext | None = None,
-               progress: bool = False, desc: str = "evaluate") -> np.ndarray:
+               device: torch.device, tie_policy: str, cutoff: int | None = None,
+               ctx: DistContext | None = None, progress: bool = False,
+               desc: str = "evaluate") -> np.ndarray:
     """Per-case target ranks over the full catalog; rows are split across ranks and gathered."""
     from tqdm.auto import tqdm
 
@@ -80,18 +99,21 @@ def rank_cases(model: Recommender, cases: Cases, *, max_len: int, batch_size: in
         for batch in tqdm(iterate_batches(cases, batch_size, max_len, rows), total=n_batches,
                           desc=desc, unit="batch", leave=False, disable=not progress):
             batch = batch.to(device)
-            out.append(target_ranks(model.score_all(batch), batch.target, tie_policy).cpu())
+            scores = model.score_all(batch)
+            out.append(target_ranks(scores, batch.target, tie_policy, cutoff).cpu())
     local = torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
     return ctx.gather_ordered(local, rows, len(cases)).numpy()
 
 
 def evaluate(model: Recommender, cases: Cases, *, ks: list[int], max_len: int, batch_size: int,
              device: torch.device, tie_policy: str, slices: Slices | None = None,
-             ctx: DistContext | None = None, progress: bool = False,
+             full_ranks: bool = False, ctx: DistContext | None = None, progress: bool = False,
              desc: str = "evaluate") -> EvalResult:
+    """Metrics over all cases; ranks are exact up to max(ks) unless ``full_ranks``."""
     start = time.perf_counter()
     ranks = rank_cases(model, cases, max_len=max_len, batch_size=batch_size, device=device,
-                       tie_policy=tie_policy, ctx=ctx, progress=progress, desc=desc)
+                       tie_policy=tie_policy, cutoff=None if full_ranks else max(ks), ctx=ctx,
+                       progress=progress, desc=desc)
     result = EvalResult(metrics=metrics_from_ranks(ranks, ks), ranks=ranks)
     if slices is not None:
         in_tail = slices.tail[cases.targets]

@@ -52,7 +52,7 @@ def evaluate_run(loaded: LoadedRun, split: str = "test", progress: bool = False)
         raise ContractError(loaded.run.location, f"its workspace has no {split} split")
     e = loaded.cfg.eval
     return evaluate(loaded.model, cases, ks=e.ks, max_len=loaded.cfg.data.max_len,
-                    batch_size=e.batch_size, device=loaded.device, tie_policy=e.tie_policy,
+                    batch_size=e.batch_size, device=loaded.device, tie_policy=e.tie_policy, full_ranks=e.full_ranks,
                     slices=loaded.data.slices, progress=progress, desc=split)
 
 
@@ -79,7 +79,7 @@ def recommend(loaded: LoadedRun, sessions: list[list[str]], k: int = 20,
                           rows=torch.arange(len(chunk))).to(loaded.device)
             scores = loaded.model.score_all(batch).float()
             if exclude_seen:
-                scores.scatter_(1, batch.items, float("-inf"))
+                scores = scores.scatter(1, batch.items, float("-inf"))
             top = scores.topk(k, dim=1)
             out_sid.extend(np.repeat(ids[start:start + len(chunk)], k))
             out_rank.extend(np.tile(np.arange(1, k + 1), len(chunk)))

@@ -108,7 +108,9 @@ def _hist_quantiles(hist: list[float]) -> dict[str, float]:
 
 
 def _optimizer(cfg: RunConfig, model: Recommender, steps_per_epoch: int):
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    # fused: one kernel per step for all parameters (CPU and CUDA)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                           fused=True)
     t = cfg.train
     total = max(t.epochs * steps_per_epoch, 1)
     if t.scheduler == "none" and t.warmup_steps == 0:
@@ -192,7 +194,7 @@ class Trainer:
         cases = getattr(self.data, part)
         e = self.cfg.eval
         return evaluate(self.model, cases, ks=e.ks, max_len=self.cfg.data.max_len,
-                        batch_size=e.batch_size, device=self.device, tie_policy=e.tie_policy,
+                        batch_size=e.batch_size, device=self.device, tie_policy=e.tie_policy, full_ranks=e.full_ranks,
                         slices=self.data.slices, ctx=self.ctx, progress=self.progress_bars,
                         desc=desc or part)
 

@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainer.evaluate import metrics_from_ranks, target_ranks
 
@@ -54,3 +56,16 @@ def test_constant_scorer_gains_nothing_from_ties():
     ranks = target_ranks(scores, torch.tensor([1, 7, 50, 100]), "pessimistic")
     assert ranks.tolist() == [100] * 4
     assert metrics_from_ranks(ranks, [20])["hr@20"] == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 40), st.integers(1, 45), st.integers(0, 10_000),
+       st.sampled_from(["pessimistic", "optimistic"]))
+def test_cutoff_ranks_agree_with_full_ranks(rows, n, cutoff, seed, policy):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 4, (rows, n + 1), generator=g).float()  # many ties
+    scores[:, 0] = NEG
+    target = torch.randint(1, n + 1, (rows,), generator=g)
+    full = target_ranks(scores, target, policy)
+    cut = target_ranks(scores, target, policy, cutoff)
+    assert cut.tolist() == torch.clamp(full, max=cutoff + 1).tolist()

@@ -166,3 +166,17 @@ def test_id_augmentations_crop_mask_or_reorder(seqs, seed):
         is_reorder = sorted(valid) == sorted(src) and len(valid) == len(src)
         is_full_crop = valid == src  # crop of a 1-item session keeps it
         assert is_crop or is_mask or is_reorder or is_full_crop
+
+
+def test_byte_dropout_keeps_the_expectation_and_masks_the_gradient():
+    from trainer.models.ops import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, 0.2, True)
+    kept = y != 0
+    assert kept.float().mean() == pytest.approx(1 - 51 / 256, abs=0.005)
+    assert y.mean() == pytest.approx(1.0, abs=0.01)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * keep)/dx = keep
+    assert torch.equal(dropout(x, 0.2, False), x)

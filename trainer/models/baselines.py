@@ -31,7 +31,10 @@ class Pop(_Fitted):
     """The same ranking for everyone: train events per item."""
 
     def score_all(self, batch: Batch) -> torch.Tensor:
-        return self.mask_padding(self.popularity.expand(len(batch), -1).clone())
+        """A read-only broadcast view of one row (no per-batch copy of the catalog)."""
+        row = self.popularity.clone()
+        row[0] = float("-inf")
+        return row.expand(len(batch), -1)
 
 
 class SPop(_Fitted):

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.models.ops import Dropout
+
 
 class AdaptiveWeights(nn.Module):
     """Per-anchor weight logits from (anchor, positive, mean negative)."""
@@ -24,9 +26,9 @@ class AdaptiveWeights(nn.Module):
         super().__init__()
         if paper_code:  # three tanh layers 3d -> 3d/4 -> 3d/8 -> 1, dropout on the input too
             d = 3 * dim
-            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, d // 4), nn.Tanh(),
-                                     nn.Dropout(dropout), nn.Linear(d // 4, d // 8), nn.Tanh(),
-                                     nn.Dropout(dropout), nn.Linear(d // 8, 1), nn.Tanh())
+            self.net = nn.Sequential(Dropout(dropout), nn.Linear(d, d // 4), nn.Tanh(),
+                                     Dropout(dropout), nn.Linear(d // 4, d // 8), nn.Tanh(),
+                                     Dropout(dropout), nn.Linear(d // 8, 1), nn.Tanh())
         else:
             self.net = nn.Sequential(nn.Linear(3 * dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
@@ -73,5 +75,5 @@ def paper_code_contrast(anchor: torch.Tensor, positive: torch.Tensor, negatives:
 def projection_head(dim: int, paper_code: bool, dropout: float) -> nn.Module:
     """Maps representations into the contrast space (paper_code: tanh(Linear) with dropout)."""
     if paper_code:
-        return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Dropout(dropout))
+        return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), Dropout(dropout))
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))

@@ -2,19 +2,42 @@
 
 Sequences are right-aligned (padding on the left), so the last input item always sits in the
 last column and its position embedding is the same whatever the batch's padded width.
+
+``forward(x, valid, at)``: with ``at=None`` every position's output (B, L, d); with ``at`` a
+(B,) tensor of positions, only those outputs (B, d). Because attention is causal, the last
+block then computes its queries, attention rows and FFN for those positions only — the same
+numbers as reading them out of the full output, at about half the cost of a 2-layer model.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.models.ops import Dropout, dropout
 
-def last_valid(h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, L, d) -> (B, d): the output at each row's last valid position."""
+
+def last_valid_index(valid: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool -> (B,) index of each row's last True column."""
     L = valid.shape[1]
-    idx = (L - 1) - torch.flip(valid, dims=[1]).to(torch.int8).argmax(dim=1)
-    return h[torch.arange(h.shape[0], device=h.device), idx]
+    return (L - 1) - torch.flip(valid, dims=[1]).to(torch.int8).argmax(dim=1)
+
+
+def attention_bias(valid: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, 1, L, L) additive mask: 0 where a query may attend to a key, else very negative.
+
+    Padded keys get -1e9 (finite) and future keys -inf: a padded query row (left padding, so
+    all its visible keys are padding) stays a finite softmax and is never read by valid rows.
+    """
+    L = valid.shape[1]
+    key = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+    key = key.masked_fill_(~valid, -1e9)[:, None, None, :]
+    if not causal:
+        return key.expand(-1, 1, L, L)
+    future = torch.full((L, L), float("-inf"), device=valid.device).triu_(1)
+    return key + future
 
 
 class SelfAttention(nn.Module):
@@ -25,13 +48,29 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim) if out_proj else nn.Identity()
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``mask`` (B, 1, L, L) bool: True where a query may attend to a key."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        """Keys/values from ``x`` (B, L, d); queries from ``query`` (B, Lq, d), default ``x``;
+        ``bias`` (B, 1, Lq, L)."""
         B, L, d = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(o.transpose(1, 2).reshape(B, L, d))
+        H, dh = self.heads, d // self.heads
+        if query is None:
+            q, k, v = self.qkv(x).split(d, dim=-1)
+        else:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(query, w[:d], b[:d])
+            k, v = F.linear(x, w[d:], b[d:]).split(d, dim=-1)
+        Lq = q.shape[1]
+        q = q.view(B, Lq, H, dh).transpose(1, 2)
+        k = k.view(B, L, H, dh).transpose(1, 2)
+        v = v.view(B, L, H, dh).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        if x.is_cuda:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p)
+        else:  # on CPU the explicit form is faster than SDPA's math path when dropout is on
+            att = torch.softmax(q @ k.transpose(-1, -2) * (1.0 / math.sqrt(dh)) + bias, dim=-1)
+            o = dropout(att, p, self.training) @ v
+        return self.out(o.transpose(1, 2).reshape(B, Lq, d))
 
 
 class Block(nn.Module):
@@ -43,11 +82,16 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-12)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, mask)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1((x if query is None else query) + self.drop(self.attn(x, bias, query)))
+        return self.norm2(h + self.drop(self.ffn(h)))
+
+
+def _rows(t: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    return t[torch.arange(t.shape[0], device=t.device), at]
 
 
 class SASRecEncoder(nn.Module):
@@ -59,19 +103,22 @@ class SASRecEncoder(nn.Module):
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, dim)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, ffn_dim, dropout, attn_dropout)
                                     for _ in range(layers))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                at: torch.Tensor | None = None) -> torch.Tensor:
         L = x.shape[1]
         h = self.drop(self.norm(x + self.pos.weight[self.max_len - L:]))
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        # padded query rows may attend to themselves only, so no softmax row is empty
-        mask = (causal & valid[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
-        for block in self.blocks:
-            h = block(h, mask)
-        return h
+        bias = attention_bias(valid, causal=True)
+        for block in self.blocks[:-1]:
+            h = block(h, bias)
+        last = self.blocks[-1]
+        if at is None:
+            return last(h, bias)
+        q_bias = _rows(bias[:, 0], at)[:, None, None, :]  # (B, 1, 1, L)
+        return last(h, q_bias, _rows(h, at)[:, None, :])[:, 0]
 
 
 class PaperCodeEncoder(nn.Module):
@@ -82,7 +129,10 @@ class PaperCodeEncoder(nn.Module):
         super().__init__()
         self.attn = SelfAttention(dim, heads, attn_dropout, out_proj=False)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        L = x.shape[1]
-        mask = valid[:, None, None, :] | torch.eye(L, dtype=torch.bool, device=x.device)
-        return self.attn(x, mask)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                at: torch.Tensor | None = None) -> torch.Tensor:
+        bias = attention_bias(valid, causal=False)
+        if at is None:
+            return self.attn(x, bias)
+        q_bias = _rows(bias[:, 0], at)[:, None, None, :]
+        return self.attn(x, q_bias, _rows(x, at)[:, None, :])[:, 0]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from trainer.features import FeatureBank
+from trainer.models.ops import Dropout
 
 
 class ItemEncoder(nn.Module):
@@ -37,7 +38,7 @@ class ItemEncoder(nn.Module):
             self.merge_mod = nn.ModuleDict({m: nn.Linear(dim, dim, bias=False)
                                             for m in self.modalities})
             self.merge2 = nn.Linear(dim, dim)
-            self.merge_drop = nn.Dropout(dropout)
+            self.merge_drop = Dropout(dropout)
             self.gate_t = nn.ModuleDict({m: nn.Linear(dim, dim) for m in self.modalities})
             self.gate_v = nn.ModuleDict({m: nn.Linear(dim, dim) for m in self.modalities})
         else:

@@ -24,7 +24,7 @@ from trainer.models.contrast import (
     paper_code_contrast,
     projection_head,
 )
-from trainer.models.encoder import PaperCodeEncoder, SASRecEncoder, last_valid
+from trainer.models.encoder import PaperCodeEncoder, SASRecEncoder, last_valid_index
 from trainer.models.fusion import ItemEncoder
 
 
@@ -107,7 +107,8 @@ class SessionModel(Recommender):
 
     def encode(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Session vector: the encoder output at the last (always valid) position."""
-        return self.encoder(x, valid)[:, -1]
+        last = torch.full((x.shape[0],), x.shape[1] - 1, dtype=torch.long, device=x.device)
+        return self.encoder(x, valid, at=last)
 
     def loss(self, batch: Batch) -> LossOutput:
         cfg = self.lcfg
@@ -123,11 +124,12 @@ class SessionModel(Recommender):
             vecs = self.items.fused(uniq)
             lookup = lambda idx: vecs[torch.searchsorted(uniq, idx)]  # noqa: E731
             table = None
-        H = self.encoder(lookup(items), valid)
-        h = H[:, -1]
         if cfg.rec_positions == "last":
+            h = self.encode(lookup(items), valid)
             query, target = h, batch.target
         else:
+            H = self.encoder(lookup(items), valid)
+            h = H[:, -1]
             query, target = H[valid], batch.targets_all[valid]
         if table is not None and cfg.rec_softmax == "full":
             logits = self.mask_padding(query @ table.T)
@@ -261,7 +263,7 @@ class SessionModel(Recommender):
             uniq, inv = torch.unique(items[vvalid], return_inverse=True)
             z = self.items.project(m, k, uniq)
             x = x.index_put(torch.nonzero(vvalid, as_tuple=True), z[inv].to(x.dtype))
-        hv = last_valid(self.encoder(x, vvalid), vvalid)
+        hv = self.encoder(x, vvalid, at=last_valid_index(vvalid))
         return hv, vvalid.any(1)
 
     def _session_contrast_views(self, items, valid, h):
@@ -304,7 +306,7 @@ class SessionModel(Recommender):
         is_mask = (aug == self.items.mask_token).unsqueeze(-1)
         x = torch.where(is_mask, self.items.base(torch.full_like(aug[:1, :1], self.items.mask_token)),
                         lookup(aug.clamp(max=self.n_items)))
-        ha = last_valid(self.encoder(x, aug > 0), aug > 0)
+        ha = self.encoder(x, aug > 0, at=last_valid_index(aug > 0))
         a, z = self.sess_heads[0](h), self.sess_heads[0](ha)
         B = a.shape[0]
         if B < 2:
