@@ -810,19 +810,22 @@ def _reusable_rows(ws: Workspace, plan: PartPlan) -> dict[int, tuple[str, str, l
     except ContractError:
         return {}
     samples = int(info.get("samples", 1))
-    out: dict[int, tuple[str, str, list[np.ndarray]]] = {}
-    rows = table.to_pydict()
+    keys = table.select(["item_idx", "item_id", "sample", "status", "source_sha256"]).to_pydict()
+    emb = table.column("embedding").combine_chunks()
+    dim = emb.type.list_size
+    values = emb.values.slice(emb.offset * dim, len(emb) * dim).to_numpy(
+        zero_copy_only=False).astype(np.float32).reshape(len(emb), dim)
     grouped: dict[int, list[int]] = {}
-    for r, i in enumerate(rows["item_idx"]):
+    for r, i in enumerate(keys["item_idx"]):
         grouped.setdefault(i, []).append(r)
+    out: dict[int, tuple[str, str, list[np.ndarray]]] = {}
     for i, rs in grouped.items():
-        rs = sorted(rs, key=lambda r: rows["sample"][r])
-        if [rows["sample"][r] for r in rs] != list(range(samples)):
+        rs = sorted(rs, key=lambda r: keys["sample"][r])
+        if [keys["sample"][r] for r in rs] != list(range(samples)):
             continue
-        if any(rows["status"][r] != "ok" or rows["source_sha256"][r] is None for r in rs):
+        if any(keys["status"][r] != "ok" or keys["source_sha256"][r] is None for r in rs):
             continue
-        out[i] = (rows["item_id"][rs[0]], rows["source_sha256"][rs[0]],
-                  [np.asarray(rows["embedding"][r], dtype=np.float32) for r in rs])
+        out[i] = (keys["item_id"][rs[0]], keys["source_sha256"][rs[0]], [values[r] for r in rs])
     return out
 
 

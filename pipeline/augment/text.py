@@ -163,8 +163,12 @@ class NeighbourSubstitution:
         self._cache: dict[int, list[str]] = {}
         self._lock = threading.Lock()
 
+    def token(self, word: str) -> int | None:
+        """The vocabulary id of a whole word, or None when it is not a candidate."""
+        return self.word_ids.get(word.lower() if self.lowercase else word)
+
     def neighbours(self, word: str) -> list[str]:
-        token = self.word_ids.get(word.lower() if self.lowercase else word)
+        token = self.token(word)
         if token is None:
             return []
         with self._lock:
@@ -190,7 +194,7 @@ class NeighbourSubstitution:
         rng = random.Random(seed)
         spans = [m for m in _WORD.finditer(text)]
         eligible = [m for m in spans if m.group().lower() not in FUNCTION_WORDS
-                    and self.neighbours(m.group())]
+                    and self.token(m.group()) is not None]
         if not eligible:
             return text
         count = min(max(math.ceil(self.aug_p * len(spans)), self.aug_min), self.aug_max,
