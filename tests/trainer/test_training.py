@@ -214,12 +214,32 @@ def test_pop_and_spop_hand_computed():
 def test_sknn_hand_computed():
     # train sessions (distinct items): A={1,2}, B={2,3}, C={4,5}; query {2}
     knn = _fit(SKNN(5, BaselineConfig(sknn_k=1, sknn_sample=0)), [[1, 2], [2, 3], [4, 5]])
-    s = _scores(knn, [2])
-    # cos(q, A) = 1/sqrt(1*2) = cos(q, B); k=1 keeps one of them -> items of that session score
+    # cos(q, A) = 1/sqrt(1*2) = cos(q, B); k=1 keeps the more recent one (B): items 2 and 3
     w = 1 / np.sqrt(2)
-    assert sorted(s[1:]) == pytest.approx(sorted([w, w, 0, 0, 0]))
+    assert _scores(knn, [2])[1:] == pytest.approx([0, w, w, 0, 0])
     knn = _fit(SKNN(5, BaselineConfig(sknn_k=2, sknn_sample=0)), [[1, 2], [2, 3], [4, 5]])
     assert _scores(knn, [2])[1:] == pytest.approx([w, 2 * w, w, 0, 0])
     # sample=1: only the most recent overlapping session (B) is a candidate
     knn = _fit(SKNN(5, BaselineConfig(sknn_k=2, sknn_sample=1)), [[1, 2], [2, 3], [4, 5]])
     assert _scores(knn, [2])[1:] == pytest.approx([0, w, w, 0, 0])
+
+
+@pytest.mark.parametrize("seed,k,sample", [(0, 3, 0), (1, 2, 4), (2, 5, 3)])
+def test_sknn_matches_a_brute_force_reference(seed, k, sample):
+    rng = np.random.default_rng(seed)
+    n = 12
+    sessions = [list(rng.integers(1, n + 1, size=rng.integers(2, 6))) for _ in range(15)]
+    knn = _fit(SKNN(n, BaselineConfig(sknn_k=k, sknn_sample=sample)), sessions)
+    for query in ([1, 2], [5], [3, 3, 7, 9]):
+        q = set(query)
+        cands = [i for i, s in enumerate(sessions) if q & set(s)]
+        if sample:
+            cands = sorted(cands)[-sample:]
+        sims = {i: len(q & set(sessions[i])) / np.sqrt(len(q) * len(set(sessions[i])))
+                for i in cands}
+        neigh = sorted(cands, key=lambda i: (-sims[i], -i))[:k]
+        want = np.zeros(n + 1)
+        for i in neigh:
+            for item in set(sessions[i]):
+                want[item] += sims[i]
+        assert _scores(knn, query)[1:] == pytest.approx(want[1:].tolist())

@@ -5,8 +5,6 @@ full catalog; ties between equal scores are settled by the evaluator's stated ti
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
@@ -50,12 +48,17 @@ class SPop(_Fitted):
 class SKNN(_Fitted):
     """Session kNN (Jannach & Ludewig 2017): cosine similarity of item sets to train sessions,
     the ``sample`` most recent overlapping sessions as candidates, the ``k`` most similar as
-    neighbours; an item scores the summed similarity of the neighbours that contain it."""
+    neighbours (ties: the more recent first); an item scores the summed similarity of the
+    neighbours that contain it.
+
+    Works on (query, session) pairs found through an item -> sessions index, so the cost
+    follows the overlaps, never queries x all sessions.
+    """
 
     def __init__(self, n_items: int, cfg: BaselineConfig) -> None:
         super().__init__(n_items)
         self.k, self.sample, self.chunk = cfg.sknn_k, cfg.sknn_sample, cfg.sknn_batch
-        self._incidence: torch.Tensor | None = None  # sessions x items CSR, kept on the host
+        self._fitted = False
 
     def fit(self, train: Cases) -> None:
         super().fit(train)
@@ -63,49 +66,65 @@ class SKNN(_Fitted):
         owner = np.repeat(np.arange(len(sessions)), np.diff(sessions.offsets))
         pairs = np.unique(owner * (self.n_items + 1) + sessions.flat)  # distinct items per session
         rows, cols = pairs // (self.n_items + 1), pairs % (self.n_items + 1)
-        counts = np.bincount(rows, minlength=len(sessions))
-        crow = np.concatenate([[0], np.cumsum(counts)])
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR x dense is all we use
-            warnings.simplefilter("ignore", UserWarning)
-            self._incidence = torch.sparse_csr_tensor(
-                torch.from_numpy(crow), torch.from_numpy(cols), torch.ones(len(cols)),
-                size=(len(sessions), self.n_items + 1), check_invariants=True)
-        self._crow, self._cols = torch.from_numpy(crow), torch.from_numpy(cols)
-        self._sizes = torch.from_numpy(counts).float()
+        self.n_sessions = len(sessions)
+        # session -> items (CSR) and item -> sessions (CSC, sessions ascending = oldest first)
+        self._s_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(
+            np.bincount(rows, minlength=self.n_sessions))]))
+        self._s_items = torch.from_numpy(cols)
+        by_item = np.lexsort((rows, cols))
+        self._i_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(
+            np.bincount(cols, minlength=self.n_items + 1))]))
+        self._i_sessions = torch.from_numpy(rows[by_item])
+        self._sizes = torch.from_numpy(np.diff(self._s_ptr.numpy())).float()
+        self._fitted = True
 
     def score_all(self, batch: Batch) -> torch.Tensor:
-        if self._incidence is None:
+        if not self._fitted:
             raise RuntimeError("SKNN.fit must run before scoring")
         out = [self._score(batch.items[i:i + self.chunk].cpu())
                for i in range(0, len(batch), self.chunk)]
         return self.mask_padding(torch.cat(out).to(batch.items.device))
 
+    @staticmethod
+    def _expand(ptr: torch.Tensor, values: torch.Tensor, keys: torch.Tensor):
+        """For each key, all values[ptr[key]:ptr[key+1]]: (owner index, value)."""
+        starts = ptr[keys]
+        lens = ptr[keys + 1] - starts
+        owner = torch.repeat_interleave(torch.arange(len(keys)), lens)
+        offset = torch.arange(int(lens.sum())) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens,
+                                                                         lens)
+        return owner, values[starts[owner] + offset]
+
+    @staticmethod
+    def _first_per_group(group: torch.Tensor, count: int) -> torch.Tensor:
+        """Mask of the first ``count`` rows of each run of equal (sorted) ``group`` values."""
+        idx = torch.arange(len(group))
+        new = torch.ones_like(group, dtype=torch.bool)
+        new[1:] = group[1:] != group[:-1]
+        start = torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), 0).values
+        return idx - start < count
+
     def _score(self, items: torch.Tensor) -> torch.Tensor:
-        B = items.shape[0]
-        query = torch.zeros(B, self.n_items + 1)
-        query.scatter_(1, items, 1.0)
-        query[:, 0] = 0
-        overlap = (self._incidence @ query.T).T  # (B, sessions): shared distinct items
-        sim = overlap / torch.sqrt(query.sum(1, keepdim=True) * self._sizes[None, :]).clamp(min=1)
-        if self.sample and self.sample < overlap.shape[1]:
-            # the most recent overlapping sessions (split order is time order)
-            recency = torch.where(overlap > 0, torch.arange(overlap.shape[1], dtype=torch.float),
-                                  torch.tensor(-1.0))
-            cand = recency.topk(self.sample, dim=1).indices
-            csim = sim.gather(1, cand)
-        else:
-            cand = torch.arange(overlap.shape[1]).expand(B, -1)
-            csim = sim
-        k = min(self.k, csim.shape[1])
-        top = csim.topk(k, dim=1)
-        neigh = cand.gather(1, top.indices)  # (B, k) session ids
-        weight = top.values  # 0 for padding neighbours (no overlap): they add nothing
-        starts, ends = self._crow[neigh], self._crow[neigh + 1]
-        lens = (ends - starts).reshape(-1)
-        row = torch.arange(B).repeat_interleave(k).repeat_interleave(lens)
-        flat_w = weight.reshape(-1).repeat_interleave(lens)
-        offs = torch.arange(int(lens.sum())) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
-        col = self._cols[starts.reshape(-1).repeat_interleave(lens) + offs]
-        scores = torch.zeros(B, self.n_items + 1)
-        scores.index_put_((row, col), flat_w, accumulate=True)
+        B, n1, S = items.shape[0], self.n_items + 1, self.n_sessions
+        q = torch.unique(torch.arange(B)[:, None] * n1 + items)
+        q = q[q % n1 != 0]  # distinct (row, item) pairs, padding dropped
+        q_row, q_item = q // n1, q % n1
+        q_size = torch.bincount(q_row, minlength=B).float()
+        owner, sess = self._expand(self._i_ptr, self._i_sessions, q_item)
+        pair, overlap = torch.unique(q_row[owner] * S + sess, return_counts=True)
+        row, sess = pair // S, pair % S  # sorted by row, then session (oldest first)
+        sim = overlap / torch.sqrt(q_size[row] * self._sizes[sess])
+        if self.sample:  # the `sample` most recent overlapping sessions of each row
+            order = torch.argsort(row * S + (S - 1 - sess))
+            keep = order[self._first_per_group(row[order], self.sample)]
+            row, sess, sim = row[keep], sess[keep], sim[keep]
+        # the k most similar (ties: more recent first) per row
+        order = torch.argsort(-sess, stable=True)
+        order = order[torch.argsort(-sim[order], stable=True)]
+        order = order[torch.argsort(row[order], stable=True)]
+        keep = order[self._first_per_group(row[order], self.k)]
+        row, sess, sim = row[keep], sess[keep], sim[keep]
+        owner, item = self._expand(self._s_ptr, self._s_items, sess)
+        scores = torch.zeros(B, n1)
+        scores.index_put_((row[owner], item), sim[owner], accumulate=True)
         return scores
