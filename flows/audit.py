@@ -23,8 +23,10 @@ def audit_task(workspace: str, min_coverage: float, allow_stale: bool, limit: in
                config: str | None, check_config: bool,
                allowed_roots: list[str]) -> AuditReport:
     expected = expected_from_config(config) if check_config else None
+    label = f"the features config {config}" if config else "the default features config"
     return audit_store(workspace, min_coverage=min_coverage, allow_stale=allow_stale,
-                       limit=limit, expected=expected, allowed_roots=allowed_roots)
+                       limit=limit, expected=expected, allowed_roots=allowed_roots,
+                       config_label=label)
 
 
 @flow(name="audit")

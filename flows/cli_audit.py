@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_store, expected_from_config, render
 
     expected = None if args.no_config else expected_from_config(args.config)
+    label = (f"the features config {args.config}" if args.config else
+             "the default features config (pass --config F, the one `macl features` ran with)")
     report = audit_store(args.workspace, min_coverage=args.min_coverage,
                          allow_stale=args.allow_stale, limit=args.limit, expected=expected,
                          allowed_roots=args.allow_root, rehash_images=args.rehash_images,
-                         progress=True)
+                         config_label=label, progress=True)
     if args.sql:
         sys.stdout.write(report.sql)
         return 0

@@ -264,9 +264,9 @@ def _provenance_problem(schema: pa.Schema, part: Part) -> str | None:
 
 def _folder_problem(meta: pq.FileMetaData, part: Part) -> str | None:
     """Rows must belong to the folder's modality/view (checked from column statistics)."""
-    names = meta.schema.to_arrow_schema().names
     for column, want in (("modality", part.modality), ("view", part.view)):
-        index = names.index(column)
+        index = next(i for i in range(meta.num_columns)
+                     if meta.schema.column(i).path == column)
         for group in range(meta.num_row_groups):
             stats = meta.row_group(group).column(index).statistics
             if stats is not None and stats.has_min_max and (stats.min, stats.max) != (want, want):
@@ -455,7 +455,6 @@ _ARROW_FEATURES = pa.schema([
 class DuckDBParquetSource:
     """``features`` through DuckDB's own Parquet reader: fastest, for paths DuckDB can open."""
 
-    name = "duckdb"
     rescans = False  # a view: DuckDB reads the files again whenever a statement needs them
 
     def __init__(self, ws: Workspace, parts: list[Part]) -> None:
@@ -478,7 +477,6 @@ class ArrowSource:
     again before every statement that reads it.
     """
 
-    name = "arrow"
     rescans = True
 
     def __init__(self, ws: Workspace, parts: list[Part]) -> None:
@@ -511,12 +509,13 @@ SOURCES = {"duckdb": DuckDBParquetSource, "arrow": ArrowSource}
 def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: float = 0.0,
                 allow_stale: bool = False, limit: int = 20, expected: Expected | None = None,
                 allowed_roots: Sequence[str] = (), rehash_images: bool = False,
-                source: str | None = None, progress: bool = False) -> AuditReport:
+                source: str | None = None, config_label: str | None = None,
+                progress: bool = False) -> AuditReport:
     """Audit a workspace's feature store against its catalog (and the config's expectations).
 
-    ``expected`` (from ``expected_from_config``) enables the config checks; ``source`` picks
-    how DuckDB reads the parts ('duckdb' for local paths by default, 'arrow' for any pyarrow
-    filesystem).
+    ``expected`` (from ``expected_from_config``; ``config_label`` names it in the notes)
+    enables the config checks; ``source`` picks how DuckDB reads the parts ('duckdb' for local
+    paths by default, 'arrow' for any pyarrow filesystem).
     """
     import duckdb
 
@@ -535,6 +534,9 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
         raise ContractError(ws.display(FEATURES_DIR), "no feature parts found: run "
                                                       "`macl features` first")
     manifest, findings, notes = _manifest_findings(ws, parts)
+    notes.append(f"views checked against {config_label or 'the given expectations'}"
+                 if expected is not None else
+                 "no features config: provenance checked for consistency only")
     clock.lap("catalog")
     parts = _check_parts(ws, parts, manifest, progress)
     clock.lap("parts")
@@ -560,9 +562,10 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
     con.register("expected_groups", groups)
     src = SOURCES[source or ("duckdb" if ws.is_local else "arrow")](ws, readable)
     src.register(con)
-    results = _run_statements(con, src, {"n_items": items.num_rows, "limit": limit}, progress)
+    clock.lap("setup")
+    results = _run_statements(con, src, {"n_items": items.num_rows, "limit": limit}, progress,
+                              clock)
     con.close()
-    clock.lap("queries")
 
     coverage = _coverage_rows(results["coverage"], results["lacking"])
     findings += _provenance_findings(results["provenance"], results["encoders"], expected)
@@ -621,8 +624,8 @@ def _expected_groups(expected: Expected | None) -> pa.Table:
                      "sample": pa.array([r[2] for r in rows], pa.int32())})
 
 
-def _run_statements(con: Any, src: Any, params: dict[str, Any],
-                    progress: bool) -> dict[str, list[dict[str, Any]]]:
+def _run_statements(con: Any, src: Any, params: dict[str, Any], progress: bool,
+                    clock: "_Clock") -> dict[str, list[dict[str, Any]]]:
     """Run audit.sql in order; SELECTs come back as lists of dicts keyed by statement name."""
     _, statements = load_statements()
     results: dict[str, list[dict[str, Any]]] = {}
@@ -639,6 +642,7 @@ def _run_statements(con: Any, src: Any, params: dict[str, Any],
         if not st.creates:
             cols = [d[0] for d in cur.description]
             results[st.name] = [dict(zip(cols, row)) for row in cur.fetchall()]
+        clock.lap(f"sql:{st.name}")
     bar.close()
     return results
 

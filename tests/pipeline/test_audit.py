@@ -326,6 +326,25 @@ def test_corrupted_part_is_a_finding_naming_the_file(store, damage, needle):
     assert cov[("text", "orig")] == 3 and cov[("text", "swap")] == 6
 
 
+@pytest.mark.parametrize("relabel,needle", [
+    (False, "provenance says text/orig but the part lies in text/swap"),
+    (True, "holds rows with view 'orig'..'orig', not 'swap'")])
+def test_part_in_the_wrong_folder(store, relabel, needle):
+    ws = store.workspace
+    table = pq.read_table(ws.path(*view_dir("text", "orig"), "part-00000.parquet"))
+    if relabel:  # provenance claims the folder's view, the rows say otherwise
+        info = {**read_info(table.schema), "view": "swap"}
+        meta = {**table.schema.metadata, b"macl.info": json.dumps(info).encode()}
+        table = table.replace_schema_metadata(meta)
+    stray = ws.path(*view_dir("text", "swap"), "part-00002.parquet")
+    pq.write_table(table, stray)
+    report = audit(store)
+    assert failed(report) == ["integrity"]
+    [finding] = report.findings
+    assert finding.subject == stray and finding.problem == needle
+    assert report.rows == N_ITEMS * len(VIEWS)  # the stray part is left out of every count
+
+
 def test_manifest_hash_catches_any_change(workspace):
     store = write_synthetic_store(workspace, N_ITEMS, views=VIEWS, dim=4, shard_size=3)
     assert audit(store).passed
