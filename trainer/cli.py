@@ -5,6 +5,7 @@ Heavy imports (torch, the trainer) happen inside the handlers so that ``macl --h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 MODEL_CHOICES = ("sasrec", "sasrec_mm", "macl", "macl_noadp", "macl_com", "pop", "spop", "sknn")
@@ -80,6 +81,8 @@ def _train(args: argparse.Namespace) -> int:
                                         run_id=args.run_id)
     except ConfigError as exc:
         return _fail("train", str(exc))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     cfg = run.read_config()
     print(f"run folder: {run.location}")
     print(summary_table(summary, cfg.eval.ks))

@@ -286,6 +286,7 @@ class Trainer:
             if improved:
                 self._save(BEST)
         self._save(LAST)
+        self.ctx.barrier()  # no rank reads best.pt before rank 0 has written it
         if self.progress_bars:
             shown = {k: round(v, 4) for k, v in record.get("valid", record.get("test", {})).items()
                      if k.endswith("@20")}

@@ -243,3 +243,23 @@ def test_sknn_matches_a_brute_force_reference(seed, k, sample):
             for item in set(sessions[i]):
                 want[item] += sims[i]
         assert _scores(knn, query)[1:] == pytest.approx(want[1:].tolist())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(shop, tmp_path):
+    """DDP (gloo, CPU): the global batch is split across ranks, gradients are averaged and
+    per-case ranks are gathered before metrics, so without dropout the numbers are identical."""
+    sets = _tiny(["train.epochs=2", "arch.dropout=0.0", "arch.attn_dropout=0.0"])
+    cfg = resolve_config("sasrec", None, sets)
+    _, single = run_training(cfg, shop, runs_dir=str(tmp_path), run_id="single")
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "-m", "flows.cli", "train", "--workspace", shop, "--model", "sasrec",
+            "--runs-dir", str(tmp_path), "--run-id", "ddp"]
+    for o in sets:
+        args += ["--set", o]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = RunDir.open(str(tmp_path / "ddp")).read_summary()
+    assert ddp["test"]["metrics"] == pytest.approx(single["test"]["metrics"], abs=1e-9)
+    assert ddp["valid"]["metrics"] == pytest.approx(single["valid"]["metrics"], abs=1e-9)
+    assert RunDir.open(str(tmp_path / "ddp")).read_manifest().extra["world_size"] == 2
