@@ -45,7 +45,7 @@ def _tiny(extra=()):
 
 def test_tiny_model_overfits_tiny_data(shop, tmp_path):
     cfg = resolve_config("sasrec", None, _tiny([
-        "train.epochs=12", "train.lr=0.01", "arch.dropout=0.0", "arch.attn_dropout=0.0",
+        "train.epochs=4", "train.lr=0.01", "arch.dropout=0.0", "arch.attn_dropout=0.0",
         "arch.dim=32", "train.patience=20", "train.select_metric=mrr@20"]))
     run, summary = run_training(cfg, shop, runs_dir=str(tmp_path))
     loaded = load_run(run.location)

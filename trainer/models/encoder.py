@@ -66,7 +66,9 @@ class SelfAttention(nn.Module):
         v = v.view(B, L, H, dh).transpose(1, 2)
         p = self.dropout if self.training else 0.0
         if x.is_cuda:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p)
+            # finite floor: under fp16 autocast -1e9 would become -inf and empty padded rows
+            mask = bias.to(q.dtype).clamp_min(torch.finfo(q.dtype).min)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:  # on CPU the explicit form is faster than SDPA's math path when dropout is on
             att = torch.softmax(q @ k.transpose(-1, -2) * (1.0 / math.sqrt(dh)) + bias, dim=-1)
             o = dropout(att, p, self.training) @ v
