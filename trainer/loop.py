@@ -360,8 +360,10 @@ def run_training(cfg: RunConfig | None, workspace: str | None, *, runs_dir: str 
                 manifest = run.read_manifest()
                 workspace, run_id = manifest.workspace, manifest.run_id
             elif workspace is None:
-                raise ValueError("this run was killed before its manifest was written; "
-                                 "pass --workspace to resume it")
+                from schemas.errors import ContractError
+
+                raise ContractError(run.location, "was killed before its manifest was written; "
+                                    "pass --workspace to resume it")
             else:
                 run_id = run.location.rstrip("/").rsplit("/", 1)[-1]
         else:

@@ -103,9 +103,13 @@ def write_report(run: RunDir, cfg: RunConfig, summary: dict[str, Any],
     if summary.get("select_on_test"):
         lines += [f"> **{SELECT_ON_TEST_LABEL}**: the epoch was chosen on the test split, as the "
                   "paper reports; these test numbers are optimistic.", ""]
-    lines += [f"- protocol `{summary['protocol']}`, selected epoch {summary['best_epoch']} of "
-              f"{summary['epochs_run']} run, chosen on **{summary['selected_on']}** by "
-              f"`{summary['select_metric']}`",
+    if summary["best_epoch"] >= 0:
+        lines.append(f"- protocol `{summary['protocol']}`, selected epoch {summary['best_epoch']} "
+                     f"of {summary['epochs_run']} run, chosen on **{summary['selected_on']}** by "
+                     f"`{summary['select_metric']}`")
+    else:
+        lines.append(f"- protocol `{summary['protocol']}`, fitted from the train split (no epochs)")
+    lines += [
               f"- tie policy `{summary['tie_policy']}`" + (", `paper_code` formulation"
                                                           if summary.get("paper_code") else ""),
               f"- config sha256 `{cfg.sha256()[:16]}` (see config.resolved.yaml)"]

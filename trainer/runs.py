@@ -163,7 +163,9 @@ def summary_table(summary: dict[str, Any], ks: list[int]) -> str:
         for name, sl in res.get("slices", {}).items():
             rows.append([f"{split}:{name}", sl["n"]] + [sl[f"{m}@{k}"] for k in ks
                                                         for m in ("hr", "mrr", "ndcg")])
-    title = f"{summary['model']}  run {summary['run_id']}  selected epoch {summary['best_epoch']}"
+    epoch = summary["best_epoch"]
+    title = f"{summary['model']}  run {summary['run_id']}  " + \
+        (f"selected epoch {epoch}" if epoch >= 0 else "fitted from train (no epochs)")
     if summary.get("select_on_test"):
         title += f"  [{SELECT_ON_TEST_LABEL}]"
     return title + "\n" + format_table(header, rows)
@@ -183,6 +185,7 @@ def compare_runs(runs: list[str | Path | RunDir], split: str = "test",
         m = s[split]["metrics"]
         tail = s[split].get("slices", {}).get("tail", {}).get(f"hr@{max(ks)}", float("nan"))
         rows.append([s["model"], s["run_id"], "TEST (paper-style)" if s.get("select_on_test")
-                     else "valid", s["best_epoch"]] + [m[f"{x}@{k}"] for k in ks
+                     else "valid", s["best_epoch"] if s["best_epoch"] >= 0 else "-"]
+                    + [m[f"{x}@{k}"] for k in ks
                                                        for x in ("hr", "mrr")] + [tail])
     return format_table(header, rows)
