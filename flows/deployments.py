@@ -60,6 +60,8 @@ def build_deployments(workspace: str, config: str | None = None,
         description="Incremental feature extraction: only parts whose inputs changed run.",
         entrypoint_type=EntrypointType.MODULE_PATH)
     audit_params: dict[str, Any] = {"workspace": workspace}
+    if config is not None:  # the audit checks provenance against the same features config
+        audit_params["config"] = config
     if min_coverage is not None:
         audit_params["min_coverage"] = min_coverage
     audit = audit_flow.to_deployment(

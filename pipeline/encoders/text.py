@@ -138,11 +138,15 @@ class TextEncoder:
         self.has_mlm_head = self.info["mlm_head"]
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the unused MLM head of a BERT checkpoint is expected
+        hf_logging.disable_progress_bar()  # keep the CLI's own progress bar readable
         try:
             model, loading = AutoModel.from_pretrained(self.model_dir, output_loading_info=True)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         if spec.pooling == "pooler" and any("pooler" in k for k in loading["missing_keys"]):
             raise EncoderUnavailable(f"{self.name} has no trained pooler weights; use pooling "
                                      "cls or mean")
