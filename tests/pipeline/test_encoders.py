@@ -167,3 +167,18 @@ def test_paper_models_fail_clearly_offline(tmp_path, monkeypatch):
     assert "bert-base-uncased" in str(txt.value) and "HF_HUB_OFFLINE=0" in str(txt.value)
     with pytest.raises(EncoderUnavailable, match="does not exist"):
         describe_image_encoder(ImageEncoderSpec(name="googlenet", weights=str(tmp_path / "no.pth")))
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_agrees_with_cpu(pictures):
+    cpu = load_image_encoder(ImageEncoderSpec(device="cpu"))
+    gpu = load_image_encoder(ImageEncoderSpec(device="cuda"))
+    assert gpu.info["dtype"] == "bfloat16"
+    x = torch.stack([cpu.preprocess(p) for p in pictures])
+    a, b = cpu.forward(x), gpu.forward(x)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.98
+    texts = ["red dress", "blue jeans with five pockets"]
+    t_cpu = load_text_encoder(TextEncoderSpec(device="cpu")).forward(texts)
+    t_gpu = load_text_encoder(TextEncoderSpec(device="cuda")).forward(texts)
+    assert ((t_cpu * t_gpu).sum(1)).min() > 0.98  # both L2-normalised
