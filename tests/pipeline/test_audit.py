@@ -409,6 +409,41 @@ def test_arrow_source_reads_the_same_numbers(store):
     assert failed(a) == failed(b) == ["coverage", "integrity", "non_finite"]
 
 
+def test_workspace_on_object_storage(tmp_path, monkeypatch):
+    """An S3 workspace (moto on loopback): parts, catalog, images and the hash cache all go
+    through pyarrow's filesystem; the paths shown are s3://bucket/key."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from schemas.fs import Workspace
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="macl")
+        ws = Workspace.open(f"s3://macl/ws?endpoint_override={host}:{port}&scheme=http")
+        store = write_synthetic_store(ws, 4, views=VIEWS[1:3], dim=3, shard_size=2)
+        assert audit(store).passed
+        truncate_s3 = ws.path(*view_dir("text", "orig"), "part-00001.parquet")
+        data = ws.fs.open_input_stream(truncate_s3).read()
+        with ws.fs.open_output_stream(truncate_s3) as out:
+            out.write(data[:100])
+        report = audit(store)
+        assert failed(report) == ["integrity"]
+        assert report.findings[0].subject == "s3://macl/ws/features/modality=text/view=orig/" \
+                                             "part-00001.parquet"
+        assert "images: 0 hashed, 4 unchanged" in report.notes[-1]
+        assert [r["covered"] for r in report.coverage] == [4, 2]
+        assert "read_parquet(['s3://macl/ws/features/modality=image/view=hflip/part-00000" \
+            in report.sql
+    finally:
+        server.stop()
+
+
 def test_empty_or_missing_inputs_are_contract_errors(workspace):
     from schemas.errors import ContractError
 
