@@ -146,33 +146,94 @@ class FeatureMatrix:
     sample: int
 
 
+def _part_schema(ws: Workspace, path: tuple[str, ...]) -> pa.Schema:
+    import pyarrow.parquet as pq
+
+    try:
+        with ws.fs.open_input_file(ws.path(*path)) as f:
+            return pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ContractError(ws.display(*path), f"is not a readable Parquet file ({exc})") from exc
+
+
+def _part_batches(ws: Workspace, path: tuple[str, ...], columns: list[str],
+                  batch_rows: int = 65_536):
+    """One feature part as tables of at most ``batch_rows`` rows (bounded read buffers),
+    after the schema-version check."""
+    import pyarrow.parquet as pq
+
+    where = ws.display(*path)
+    try:
+        with ws.fs.open_input_file(ws.path(*path)) as f:
+            pf = pq.ParquetFile(f)
+            check_version(pf.schema_arrow, where, "features")
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise ContractError(where, f"missing required column(s) {missing}",
+                                    column=missing[0])
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                yield pa.Table.from_batches([batch])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ContractError(where, f"is not a readable Parquet file ({exc})") from exc
+
+
 def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_items: int,
-                        dtype: str = "float32") -> FeatureMatrix:
-    """Scatter the ``ok`` rows of one sample into a dense item_idx-indexed matrix."""
+                        dtype: str = "float32", out: np.ndarray | None = None) -> FeatureMatrix:
+    """Scatter the ``ok`` rows of one sample into a dense item_idx-indexed matrix.
+
+    Parts are read one at a time (only the columns needed) and scattered straight into the
+    result, so peak memory is the matrix plus one part. ``out`` — an ``(n_items + 1, dim)``
+    array such as one slice of a stacked or memory-mapped table — is filled in place instead of
+    allocating a new matrix; its rows without an ``ok`` row are zeroed.
+    """
     shown = ws.display(*view_dir(modality, view))
-    rows = read_view_rows(ws, modality, view, columns=["item_idx", "sample", "embedding", "status"])
-    rows = rows.filter(pc.equal(rows.column("sample"), sample))
-    idx = rows.column("item_idx").to_numpy()
-    if idx.size and (idx.min() < 1 or idx.max() > n_items):
-        bad = np.flatnonzero((idx < 1) | (idx > n_items))
-        raise ContractError(shown, f"item_idx outside the catalog 1..{n_items}", column="item_idx",
-                            rows=bad[:5].tolist(), values=idx[bad[:5]].tolist(), total=bad.size)
-    counts = np.bincount(idx, minlength=n_items + 1)
-    if (counts > 1).any():
-        dup = np.flatnonzero(counts > 1)
-        raise ContractError(shown, f"duplicate rows for item_idx in sample {sample}",
-                            column="item_idx", values=dup[:5].tolist(), rows=[],
-                            total=int(dup.size))
-    ok = pc.equal(rows.column("status"), "ok").to_numpy(zero_copy_only=False)
-    emb = rows.column("embedding").combine_chunks()
-    dim = emb.type.list_size
-    values = np.zeros((n_items + 1, dim), dtype=np.dtype(dtype))
+    names = list_parts(ws, modality, view)
+    if not names:
+        raise ContractError(shown, "no feature parts found")
+    values = None
     mask = np.zeros(n_items + 1, dtype=bool)
-    if ok.any():
-        ok_idx = idx[ok]
-        flat = emb.filter(pa.array(ok)).flatten().to_numpy(zero_copy_only=False)
-        values[ok_idx] = flat.reshape(-1, dim).astype(values.dtype, copy=False)
-        mask[ok_idx] = True
+    seen = np.zeros(n_items + 1, dtype=bool)
+    for name in names:
+        path = (*view_dir(modality, view), name)
+        where = ws.display(*path)
+        for t in _part_batches(ws, path, ["item_idx", "sample", "embedding", "status", "reason"]):
+            validate_feature_rows(t, where)
+            dim = t.schema.field("embedding").type.list_size
+            if values is None:
+                if out is None:
+                    values = np.zeros((n_items + 1, dim), dtype=np.dtype(dtype))
+                elif out.shape != (n_items + 1, dim):
+                    raise ValueError(f"out has shape {out.shape}, expected {(n_items + 1, dim)}")
+                else:
+                    values = out
+                    values[...] = 0
+            elif dim != values.shape[1]:
+                raise ContractError(where, f"embedding dim {dim} differs from the view's "
+                                    f"{values.shape[1]}", column="embedding")
+            t = t.filter(pc.equal(t.column("sample"), sample))
+            idx = t.column("item_idx").to_numpy()
+            if idx.size and (idx.min() < 1 or idx.max() > n_items):
+                bad = np.flatnonzero((idx < 1) | (idx > n_items))
+                raise ContractError(where, f"item_idx outside the catalog 1..{n_items}",
+                                    column="item_idx", rows=bad[:5].tolist(),
+                                    values=idx[bad[:5]].tolist(), total=bad.size)
+            uniq, counts = np.unique(idx, return_counts=True)
+            dup = np.union1d(uniq[counts > 1], uniq[seen[uniq]])
+            if dup.size:
+                raise ContractError(shown, f"duplicate rows for item_idx in sample {sample}",
+                                    column="item_idx", values=dup[:5].tolist(), rows=[],
+                                    total=int(dup.size))
+            seen[idx] = True
+            ok = pc.equal(t.column("status"), "ok").to_numpy(zero_copy_only=False)
+            if ok.any():
+                emb = t.column("embedding").combine_chunks().filter(pa.array(ok))
+                values[idx[ok]] = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+                mask[idx[ok]] = True
+    if values is None:  # parts without rows: the width comes from the schema
+        dim = _part_schema(ws, (*view_dir(modality, view), names[0])).field("embedding").type
+        values = np.zeros((n_items + 1, dim.list_size), dtype=np.dtype(dtype)) if out is None \
+            else out
+        values[...] = 0
     return FeatureMatrix(values=values, mask=mask, modality=modality, view=view, sample=sample)
 
 

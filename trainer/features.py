@@ -147,11 +147,17 @@ def load_feature_bank(ws: Workspace, n_items: int, *, modalities: list[str] | No
                       fusion_view: str = "orig", dtype: str = "float16",
                       mmap_threshold_mb: int = 512, cache_dir: str | None = None,
                       progress: bool = False) -> FeatureBank:
-    """Read the selected tables; peak memory stays near the stacked tables plus one view."""
+    """Read the selected tables; peak memory stays near the stacked tables plus one part."""
     keys = select_tables(ws, modalities, views, samples, fusion_view)
     sha = store_sha256(ws)
     np_dtype = np.dtype(dtype)
     dims = {m: _dim_of(ws, ks[0]) for m, ks in keys.items()}
+    for m, ks in keys.items():
+        for key in {(k.modality, k.view) for k in ks}:
+            dim = _dim_of(ws, ViewKey(*key, 0))
+            if dim != dims[m]:
+                raise ContractError(ws.display(*view_dir(*key)), f"embedding dim {dim} differs "
+                                    f"from the {dims[m]} of modality {m!r}'s other views")
     total = sum(len(ks) * (n_items + 1) * dims[m] * np_dtype.itemsize for m, ks in keys.items())
     mapped = total > mmap_threshold_mb * 2 ** 20
     ident = sha256_json({"store": sha, "keys": {m: [k.name for k in ks] for m, ks in keys.items()},
@@ -175,15 +181,10 @@ def load_feature_bank(ws: Workspace, n_items: int, *, modalities: list[str] | No
             else:
                 arr = np.empty(shape, dtype=np_dtype)
             mask = np.zeros(shape[:2], dtype=bool)
-            for k, key in enumerate(ks):
-                fm = read_feature_matrix(ws, key.modality, key.view, key.sample, n_items, dtype)
-                if fm.values.shape[1] != dims[m]:
-                    raise ContractError(ws.display(*view_dir(key.modality, key.view)),
-                                        f"embedding dim {fm.values.shape[1]} differs from the "
-                                        f"modality's {dims[m]}")
-                arr[k] = fm.values
+            for k, key in enumerate(ks):  # each table is scattered straight into the stack
+                fm = read_feature_matrix(ws, key.modality, key.view, key.sample, n_items, dtype,
+                                         out=arr[k])
                 mask[k] = fm.mask
-                del fm
                 bar.update(1)
             if mapped:
                 arr.flush()
