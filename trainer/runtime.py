@@ -99,6 +99,9 @@ def load_data(cfg: RunConfig, workspace: str, progress: bool = False) -> RunData
                                  fusion_view=f.fusion_view, dtype=f.dtype,
                                  mmap_threshold_mb=f.mmap_threshold_mb, cache_dir=f.cache_dir,
                                  progress=progress)
+    if fusion == "required" and bank is None:
+        raise ContractError(ws.display("features"), f"model {cfg.model!r} needs at least one "
+                            "modality, but features.modalities is empty")
     popularity = item_popularity(train_sessions(train), n)
     bucket, labels = popularity_buckets(popularity, cfg.eval.popularity_buckets)
     slices = Slices(tail=long_tail_items(popularity, cfg.eval.tail_share), bucket=bucket,
@@ -108,7 +111,7 @@ def load_data(cfg: RunConfig, workspace: str, progress: bool = False) -> RunData
 
 
 def make_model(cfg: RunConfig, data: RunData, device: torch.device) -> Recommender:
-    if cfg.model in ("macl", "macl_noadp") and data.bank is not None and not data.bank.pool:
+    if cfg.model in ("macl", "macl_noadp") and not data.bank.pool:
         raise ContractError(data.ws.display("features"), "the contrast pool is empty")
     model = build_model(cfg, data.catalog, data.bank)
     if not model.trainable:

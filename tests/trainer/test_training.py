@@ -165,6 +165,13 @@ def test_compare_runs_table(trained, shop, tmp_path):
     assert lines[2].startswith("pop") and lines[3].startswith("macl")
 
 
+def test_fusing_variants_refuse_to_run_without_features(shop, tmp_path):
+    for model in ("sasrec_mm", "macl"):
+        with pytest.raises(ContractError, match="at least one modality"):
+            run_training(resolve_config(model, None, _tiny(["features.modalities=[]"])), shop,
+                         runs_dir=str(tmp_path))
+
+
 def test_id_only_workspace(id_only_shop, tmp_path):
     cfg = resolve_config("sasrec", None, _tiny(["train.epochs=1"]))
     _, summary = run_training(cfg, id_only_shop, runs_dir=str(tmp_path))
