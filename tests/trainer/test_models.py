@@ -180,3 +180,19 @@ def test_byte_dropout_keeps_the_expectation_and_masks_the_gradient():
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d(x * keep)/dx = keep
     assert torch.equal(dropout(x, 0.2, False), x)
+
+
+@pytest.mark.parametrize("extra", [["loss.negatives=hard", "loss.hard_pool=16"],
+                                   ["loss.item_anchors=all"],
+                                   ["loss.rec_softmax=sampled", "loss.sampled_negatives=7"],
+                                   ["data.attributes=[category]"],
+                                   ["arch.paper_code=true", "loss.rec_positions=all"]])
+def test_macl_options_give_finite_losses_with_gradients(shop, extra):
+    _, data, model = build(shop, "macl", extra)
+    batch = make_batch(data.train, np.arange(32), 8, all_positions=True)
+    out = loss_with_seed(model, batch)
+    assert torch.isfinite(out.total) and {"rec", "item", "sess"} <= set(out.parts)
+    out.total.backward()
+    assert model.items.id_emb.weight.grad.abs().sum() > 0
+    if "data.attributes=[category]" in extra:
+        assert model.items.attr_emb["category"].weight.grad.abs().sum() > 0
