@@ -46,7 +46,7 @@ from schemas.store import (
     read_manifest,
     view_dir,
 )
-from schemas.tables import FEATURE_REQUIRED, META_INFO, read_info
+from schemas.tables import META_INFO, feature_schema, read_info
 from schemas.validate import check_version
 
 SQL_FILE = Path(__file__).with_name("sql") / "audit.sql"
@@ -54,6 +54,7 @@ IMAGE_HASHES_PATH = ("audit", "image_sha256.parquet")
 GATES = ("coverage", "non_finite", "all_zero", "duplicates", "orphans", "row_contract", "stale",
          "dimensions", "provenance", "integrity")
 FORMATS = ("table", "json", "markdown")
+_FEATURE_COLUMNS = feature_schema(1).names
 _HASH_BATCH = 4096
 _IMAGE_WORKERS = 8
 
@@ -236,10 +237,9 @@ def _sha256_stream(f: Any) -> str:
 
 
 def _schema_problem(schema: pa.Schema) -> str | None:
-    names = set(schema.names)
-    missing = [c for c in (*FEATURE_REQUIRED, "source_sha256", "reason") if c not in names]
-    if missing:
-        return f"lacks feature columns {missing}"
+    """The writer's exact columns, in order (so DuckDB may read parts by position)."""
+    if schema.names != _FEATURE_COLUMNS:
+        return f"has columns {schema.names}, expected {_FEATURE_COLUMNS}"
     emb = schema.field("embedding").type
     if not (pa.types.is_fixed_size_list(emb) and emb.value_type in (pa.float32(), pa.float16())):
         return f"embedding has type {emb}, expected a fixed-size list of float32/float16"
@@ -471,8 +471,7 @@ class DuckDBParquetSource:
         if not self.paths:
             con.register("features", _ARROW_FEATURES.empty_table())
             return
-        rel = con.read_parquet(self.paths, hive_partitioning=True, union_by_name=True,
-                               filename=True)
+        rel = con.read_parquet(self.paths, hive_partitioning=True, filename=True)
         rel.create_view("features", replace=True)
 
 
@@ -747,7 +746,7 @@ def _gates(coverage: list[dict[str, Any]], quality: list[dict[str, Any]],
            if r["covered"] < min_coverage * r["items"]]
     gates = [Gate("coverage", not low, f"every view >= {100 * min_coverage:.2f}%" if not low
                   else "below " + f"{100 * min_coverage:.2f}%: " + "; ".join(low))]
-    for name, column, what in (("non_finite", "non_finite", "rows with NaN/Inf"),
+    for name, column, what in (("non_finite", "non_finite", "rows with NaN/Inf/null elements"),
                                ("all_zero", "all_zero", "all-zero vectors"),
                                ("duplicates", "duplicates", "duplicate rows")):
         n = total(column)
@@ -815,7 +814,7 @@ def audit_script(ws: Workspace, parts: list[Part], groups: pa.Table, n_items: in
     lines += [
         "CREATE OR REPLACE TEMP VIEW features AS",
         f"SELECT * FROM read_parquet({source},",
-        "    hive_partitioning = true, union_by_name = true, filename = true);",
+        "    hive_partitioning = true, filename = true);",
         "CREATE OR REPLACE TEMP VIEW part_metadata AS",
         f"SELECT * FROM parquet_kv_metadata({source});",
         "-- the audit reads each part's dimension from its footer; this scan finds the same",

@@ -21,12 +21,12 @@ LEFT JOIN image_sources AS s ON s.image_uri = i.image_uri;
 -- name: feature_flags
 -- Every feature row with its verdicts. NaN/Inf and all-zero vectors are found through the
 -- squared norm (summed in DOUBLE, so it neither overflows nor underflows for float32 values):
--- a NaN/Inf element makes it non-finite, and only an all-zero vector makes it 0. Null elements
--- inside a vector break the row contract.
+-- a NaN/Inf (or null) element makes it non-finite, and only an all-zero vector makes it 0.
 CREATE OR REPLACE TEMP VIEW feature_flags AS
 SELECT f.filename AS part, f.modality, f.view, f.sample, f.item_idx, f.item_id, f.status,
        f.reason, len(f.embedding) AS dim,
-       list_sum(list_transform(f.embedding, lambda x: x::DOUBLE * x)) AS sq_norm,
+       list_sum(list_transform(f.embedding, lambda x: coalesce(x::DOUBLE * x, 'NaN'::DOUBLE)))
+           AS sq_norm,
        c.item_idx IS NULL AS orphan,
        c.item_id <> f.item_id AS id_mismatch,
        c.item_idx IS NOT NULL AND f.source_sha256 IS DISTINCT FROM
@@ -34,15 +34,15 @@ SELECT f.filename AS part, f.modality, f.view, f.sample, f.item_idx, f.item_id, 
                            WHEN 'image' THEN c.image_sha256 END AS stale,
        f.status NOT IN ('ok', 'missing', 'error')
            OR (f.status = 'ok' AND f.embedding IS NULL)
-           OR list_count(f.embedding) < len(f.embedding)
            OR (f.status <> 'ok' AND (f.embedding IS NOT NULL OR f.reason IS NULL)) AS invalid
 FROM features AS f
 LEFT JOIN catalog_sources AS c ON c.item_idx = f.item_idx;
 
 -- name: group_stats
 -- The one full scan of the store. Per (modality, view, sample): row counts, embedding
--- dimensions, the first $limit items of each kind of bad row, and bitmaps (bit i-1 = item i)
--- of the catalog items that have a row and of those that have an `ok` row.
+-- dimensions, the first $limit items of each kind of bad row, bitmaps (bit i-1 = item i) of
+-- the catalog items that have a row and of those that have an `ok` row, and the reasons of
+-- missing/error rows with their counts.
 CREATE OR REPLACE TEMP TABLE group_stats AS
 SELECT modality, view, sample,
        count(*) AS rows,
@@ -64,7 +64,9 @@ SELECT modality, view, sample,
        min(item_idx, $limit) FILTER (sq_norm = 0) AS all_zero_items,
        min(item_idx, $limit) FILTER (orphan) AS orphan_items,
        min(item_idx, $limit) FILTER (id_mismatch) AS id_mismatch_items,
-       min(item_idx, $limit) FILTER (stale) AS stale_items
+       min(item_idx, $limit) FILTER (stale) AS stale_items,
+       histogram(coalesce(reason, '(no reason)')) FILTER (status = 'missing') AS missing_reasons,
+       histogram(coalesce(reason, '(no reason)')) FILTER (status = 'error') AS error_reasons
 FROM feature_flags
 GROUP BY modality, view, sample;
 
@@ -141,12 +143,17 @@ ORDER BY f.modality, f.view, f.sample, f.item_idx;
 -- Why rows are not `ok`. Quoted values and the detail after ': ' are folded so that reasons
 -- that differ only by file name count together; `example` keeps one verbatim.
 SELECT modality, view, status,
-       regexp_replace(regexp_replace(coalesce(reason, '(no reason)'), '''[^'']*''', '''...''', 'g'),
-                      ':\s.*$', '') AS reason,
-       count(*) AS rows,
+       regexp_replace(regexp_replace(reason, '''[^'']*''', '''...''', 'g'), ':\s.*$', '')
+           AS reason,
+       sum(n)::BIGINT AS rows,
        min(reason) AS example
-FROM features
-WHERE status <> 'ok'
+FROM (
+    SELECT modality, view, 'missing', unnest(map_entries(missing_reasons), recursive := true)
+    FROM group_stats
+    UNION ALL
+    SELECT modality, view, 'error', unnest(map_entries(error_reasons), recursive := true)
+    FROM group_stats
+) AS r(modality, view, status, reason, n)
 GROUP BY ALL
 ORDER BY rows DESC, modality, view, status, reason;
 

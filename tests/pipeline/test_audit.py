@@ -108,7 +108,7 @@ def test_missing_image_lowers_coverage_and_is_reasoned(store):
     assert audit(store, min_coverage=5 / 6).passed
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
 def test_nan_or_inf_row(store, bad):
     rewrite_part(store.workspace, "text", "orig", 0,
                  lambda rows: row_of(rows, 3)["embedding"].__setitem__(2, bad))
@@ -278,6 +278,31 @@ def test_config_view_absent_fails_extra_view_warns(store):
     cov = {(r["modality"], r["view"]): r for r in report.coverage}
     assert cov[("text", "delete")]["covered"] == 0  # expected groups appear in coverage
     assert cov[("text", "delete")]["lacking_items"][:2] == ["item00000001", "item00000002"]
+
+
+def test_float16_parts_read_with_float32_parts(store):
+    ws = store.workspace
+    for shard in (0, 1):
+        path = ws.path(*view_dir("text", "swap"), f"part-0000{shard}.parquet")
+        table = pq.read_table(path)
+        half = table.column("embedding").cast(pa.list_(pa.float16(), 4))
+        table = table.set_column(table.schema.get_field_index("embedding"), "embedding", half)
+        write_feature_part(ws, "text", "swap", shard, table,
+                           read_part_info(ws, "text", "swap", f"part-0000{shard}.parquet"))
+    report = audit(store)
+    assert report.passed
+    assert {(q["view"], q["max_dim"]) for q in report.quality if q["modality"] == "text"} == {
+        ("orig", 4), ("swap", 4)}
+
+
+def test_part_with_other_columns_is_left_out(store):
+    path = store.workspace.path(*view_dir("image", "orig"), "part-00001.parquet")
+    table = pq.read_table(path)
+    pq.write_table(table.select(["item_id", *[c for c in table.column_names if c != "item_id"]]
+                                ).replace_schema_metadata(table.schema.metadata), path)
+    report = audit(store)
+    assert failed(report) == ["integrity"]
+    assert report.findings[0].problem.startswith("has columns ['item_id', 'item_idx'")
 
 
 def test_stored_dimension_differs_from_the_declared_one(store):
