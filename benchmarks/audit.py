@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/macl-audit-bench"))
     parser.add_argument("--repeat", type=int, default=2, help="warm runs per size (best kept)")
+    parser.add_argument("--runs", nargs="+", choices=("cold", "warm", "crc"),
+                        default=["cold", "warm", "crc"])
     args = parser.parse_args(argv)
 
     import duckdb
@@ -86,19 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.items:
         root = ensure_store(args.workdir / f"items-{n}", n, args.dim, args.shard_size)
-        image_cache = root / "audit" / "image_sha256.parquet"
-        image_cache.unlink(missing_ok=True)
-        rows.append({"items": n, **run_audit(root, "cold")})
-        warm = [run_audit(root, "warm") for _ in range(args.repeat)]
-        rows.append({"items": n, **min(warm, key=lambda r: r["seconds"])})
-        original = without_part_hashes(root)
-        try:
-            crc = [run_audit(root, "crc") for _ in range(args.repeat)]
-        finally:
-            (root / "features" / "_manifest.json").write_text(json.dumps(original))
-        rows.append({"items": n, **min(crc, key=lambda r: r["seconds"])})
+        if "cold" in args.runs:
+            (root / "audit" / "image_sha256.parquet").unlink(missing_ok=True)
+            rows.append({"items": n, **run_audit(root, "cold")})
+        if "warm" in args.runs:
+            warm = [run_audit(root, "warm") for _ in range(args.repeat)]
+            rows.append({"items": n, **min(warm, key=lambda r: r["seconds"])})
+        if "crc" in args.runs:
+            original = without_part_hashes(root)
+            try:
+                crc = [run_audit(root, "crc") for _ in range(args.repeat)]
+            finally:
+                (root / "features" / "_manifest.json").write_text(json.dumps(original))
+            rows.append({"items": n, **min(crc, key=lambda r: r["seconds"])})
 
-    load = os.getloadavg()
+    load = os.getloadavg()  # other work on a shared machine inflates every figure
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end; "
           f"duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}; "
