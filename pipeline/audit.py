@@ -509,6 +509,14 @@ class ArrowSource:
 SOURCES = {"duckdb": DuckDBParquetSource, "arrow": ArrowSource}
 
 
+def _default_source(ws: Workspace, parts: list[Part]) -> str:
+    """DuckDB's reader for local files, unless a path holds glob characters (DuckDB would
+    expand them, so a folder named ``view=*`` could pull in other parts): then pyarrow."""
+    if not ws.is_local or any(c in p.path for p in parts for c in "*?[]{}"):
+        return "arrow"
+    return "duckdb"
+
+
 # --------------------------------------------------------------------------- the audit
 
 
@@ -566,7 +574,7 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
     con.register("part_dims", pa.table({"part": [p.path for p in readable],
                                         "dim": pa.array([p.dim for p in readable], pa.int64())}))
     con.register("expected_groups", groups)
-    src = SOURCES[source or ("duckdb" if ws.is_local else "arrow")](ws, readable)
+    src = SOURCES[source or _default_source(ws, readable)](ws, readable)
     src.register(con)
     clock.lap("setup")
     results = _run_statements(con, src, {"n_items": items.num_rows, "limit": limit}, progress,

@@ -469,6 +469,15 @@ def test_workspace_on_object_storage(tmp_path, monkeypatch):
         server.stop()
 
 
+def test_paths_with_glob_characters_are_read_literally(tmp_path):
+    from schemas.fs import Workspace
+
+    ws = Workspace.open(tmp_path / "shop[1]*")
+    store = write_synthetic_store(ws, 4, views=VIEWS[2:], dim=3, shard_size=2)
+    report = audit(store)
+    assert report.passed and report.rows == 8
+
+
 def test_empty_or_missing_inputs_are_contract_errors(workspace):
     from schemas.errors import ContractError
 
