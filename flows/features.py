@@ -25,8 +25,10 @@ from pipeline.features import (
     StoreLock,
     clean_store,
     compute_part,
+    describe_encoders,
     part_is_current,
     plan_run,
+    select_views,
     summarize,
     write_store_manifest,
 )
@@ -196,8 +198,12 @@ def task_runner(kind: str = "thread", address: str | None = None, workers: int =
 def run_features(workspace: str, config: str | None = None, views: list[str] | None = None,
                  allow_roots: list[str] | None = None, runner: str = "thread",
                  address: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run the flow on the chosen task runner (what ``macl features`` calls)."""
+    """Run the flow on the chosen task runner (what ``macl features`` calls).
+
+    The models are checked first, so a missing one fails in seconds, before Prefect starts.
+    """
     cfg = FeaturesConfig.load(config)
+    describe_encoders(cfg, select_views(cfg, views))
     flow_fn = features_flow.with_options(
         task_runner=task_runner(runner, address, cfg.task_workers))
     return flow_fn(workspace=workspace, config=config, views=views, allow_roots=allow_roots,

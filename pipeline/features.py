@@ -407,6 +407,25 @@ def describe_encoder(config: FeaturesConfig, modality: str) -> dict[str, Any]:
     return describe_text_encoder(config.text_spec())
 
 
+def describe_encoders(config: FeaturesConfig, selected: Iterable[tuple[str, str]]
+                      ) -> dict[str, dict[str, Any]]:
+    """Provenance of the encoders the selected views need; raises ``EncoderUnavailable`` (what
+    is missing, how to supply it) when one cannot be had here."""
+    from pipeline.encoders import EncoderUnavailable
+
+    needed = {m for m, _ in selected}
+    out, missing = {}, []
+    for m in MODALITIES:
+        if m in needed:
+            try:
+                out[m] = describe_encoder(config, m)
+            except EncoderUnavailable as exc:
+                missing.append(f"[{m}] {exc}")
+    if missing:
+        raise EncoderUnavailable("\n".join(missing))
+    return out
+
+
 def describe_augmenter(modality: str, view: str, encoder: Mapping[str, Any]) -> dict[str, Any]:
     if modality == "image":
         from pipeline.augment.image import describe_image_view
@@ -430,8 +449,7 @@ def plan_run(ws: Workspace, config: FeaturesConfig, views: Iterable[str] | None 
     resolver = image_resolver(ws, items.schema, allow_roots)
     n_items = items.num_rows
     ranges = shard_ranges(n_items, config.shard_size)
-    encoders = {m: describe_encoder(config, m) for m in MODALITIES if any(
-        mv[0] == m for mv in selected)}
+    encoders = describe_encoders(config, selected)
     augmenters = {(m, v): describe_augmenter(m, v, encoders[m]) for m, v in selected}
     parts: list[PartPlan] = []
     for modality in encoders:

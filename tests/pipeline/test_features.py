@@ -239,7 +239,8 @@ def test_planning_fails_before_work_when_paper_models_are_missing(tmp_path, monk
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     ws = build_catalog(tmp_path / "ws", 2)
-    with pytest.raises(EncoderUnavailable, match="GoogLeNet"):
+    with pytest.raises(EncoderUnavailable) as err:
         plan_run(ws, FeaturesConfig.load("paper"))
+    assert "[image] GoogLeNet" in str(err.value) and "[text]" in str(err.value)  # all at once
     assert not (tmp_path / "ws" / "features").exists()
     assert view_dir("image", "orig")[0] == "features"
