@@ -26,9 +26,9 @@ from trainer.distributed import DistContext
 from trainer.evaluate import EvalResult, evaluate
 from trainer.models import Recommender
 from trainer.runs import BEST, LAST, MANIFEST_NAME, SELECT_ON_TEST_LABEL, RunDir, build_manifest
+from trainer.report import LOG_BINS, LOG_HI, LOG_LO
 from trainer.runtime import RunData, amp_dtype, load_data, make_model, pick_device, seed_everything
 
-LOG_LO, LOG_HI, LOG_BINS = -3.0, 3.0, 60  # histogram of log10(adaptive weight), mean weight = 1
 
 
 @dataclass

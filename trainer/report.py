@@ -10,7 +10,9 @@ import numpy as np
 from trainer.config import RunConfig
 from trainer.runs import SELECT_ON_TEST_LABEL, RunDir, summary_table
 
-LOG_LO, LOG_HI = -3.0, 3.0
+#: histogram of log10(adaptive weight x n_anchors) per epoch: uniform weights sit at 0;
+#: 0.02-wide bins resolve +-5% around uniform, the range covers 1/100 .. 100x
+LOG_LO, LOG_HI, LOG_BINS = -2.0, 2.0, 200
 
 
 def _png(fig) -> bytes:
@@ -62,6 +64,11 @@ def _plots(cfg: RunConfig, summary: dict[str, Any], history: list[dict]) -> dict
                 hist = hist / np.maximum(hist.sum(1, keepdims=True), 1)
                 ax.imshow(hist.T, aspect="auto", origin="lower", cmap="viridis",
                           extent=[rows[0][0] - 0.5, rows[-1][0] + 0.5, LOG_LO, LOG_HI])
+                used = np.flatnonzero(hist.sum(0) > 0)
+                edges = np.linspace(LOG_LO, LOG_HI, LOG_BINS + 1)
+                lo, hi = (edges[used[0]], edges[used[-1] + 1]) if used.size else (-0.1, 0.1)
+                pad = max(0.1, 0.1 * (hi - lo))
+                ax.set_ylim(max(LOG_LO, lo - pad), min(LOG_HI, hi + pad))
                 ax.axhline(0.0, color="white", ls="--", lw=0.8)
                 ax.set_xlabel("epoch"), ax.set_ylabel("log10(weight x n_anchors)")
                 near = rows[-1][1]["share_0.5_2"]
