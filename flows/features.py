@@ -173,7 +173,8 @@ def _run_parts(ws: Workspace, job: PartJob, parts: list[PartPlan], cfg: Features
                 failures[p] = exc
             else:
                 if fut.state.name == "Cached":  # Prefect returned a finished run's result
-                    result.computed, result.reused_items, result.seconds = False, 0, 0.0
+                    result.computed, result.reused_items = False, 0
+                    result.seconds = result.forward_seconds = 0.0
                 results[p] = result
             bar.update(p.n_items)
     return results, failures

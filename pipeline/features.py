@@ -600,6 +600,7 @@ class PartResult:
     error: int
     reused_items: int = 0
     seconds: float = 0.0
+    forward_seconds: float = 0.0  # inside the model's forward pass (the rest is I/O and waiting)
     cache_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -758,8 +759,10 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
     chunk = section.batch_size * (4 if m == "text" else 1)
     pending: list[_Unit] = []
     reused_items = 0
+    forward_seconds = 0.0
 
     def flush(units: list[_Unit]) -> None:
+        nonlocal forward_seconds
         if m == "text":
             units = sorted(units, key=lambda u: u.sort_key)
         for start in range(0, len(units), section.batch_size):
@@ -767,9 +770,12 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
             if m == "image":
                 import torch
 
-                out = encoder.forward(torch.stack([u.value for u in batch]))
+                inputs = torch.stack([u.value for u in batch])
             else:
-                out = encoder.forward([u.value for u in batch])
+                inputs = [u.value for u in batch]
+            began = time.perf_counter()
+            out = encoder.forward(inputs)
+            forward_seconds += time.perf_counter() - began
             for u, vec in zip(batch, out):
                 if np.isfinite(vec).all():
                     emb[u.row] = vec
@@ -812,7 +818,8 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
     }
     write_feature_part(ws, m, v, plan.shard, table, provenance)
     return PartResult(m, v, plan.shard, True, len(idx), n_rows, counts["ok"], counts["missing"],
-                      counts["error"], reused_items, time.perf_counter() - started, actual_key)
+                      counts["error"], reused_items, time.perf_counter() - started,
+                      forward_seconds, actual_key)
 
 
 def _reusable_rows(ws: Workspace, plan: PartPlan) -> dict[int, tuple[str, str, list[np.ndarray]]]:
@@ -905,6 +912,7 @@ class ViewSummary:
     items: int = 0
     encoded_items: int = 0  # items of computed parts that went through the model
     seconds: float = 0.0
+    forward_seconds: float = 0.0
 
 
 def summarize(results: Iterable[PartResult]) -> list[ViewSummary]:
@@ -922,20 +930,23 @@ def summarize(results: Iterable[PartResult]) -> list[ViewSummary]:
         if r.computed:
             s.encoded_items += r.items - r.reused_items
             s.seconds += r.seconds
+            s.forward_seconds += r.forward_seconds
     return list(out.values())
 
 
 def format_summary(views: list[ViewSummary], wall_seconds: float) -> str:
-    """A readable table: rows ok/missing/error per view, parts computed/skipped, items/s."""
+    """A readable table: rows ok/missing/error per view, parts computed/skipped, items/s, and
+    the share of the parts' time spent in the model's forward pass."""
     head = (f"{'modality':<8} {'view':<8} {'rows':>8} {'ok':>8} {'missing':>8} {'error':>6} "
-            f"{'parts':>11} {'seconds':>8} {'items/s':>8}")
+            f"{'parts':>11} {'seconds':>8} {'items/s':>8} {'model':>6}")
     lines = [head, "-" * len(head)]
     for s in views:
         rate = f"{s.encoded_items / s.seconds:8.1f}" if s.seconds > 0 and s.encoded_items else \
             f"{'-':>8}"
         parts = f"{s.parts_computed} new/{s.parts_skipped} ok"
+        model = f"{s.forward_seconds / s.seconds:6.0%}" if s.seconds > 0 else f"{'-':>6}"
         lines.append(f"{s.modality:<8} {s.view:<8} {s.rows:>8} {s.ok:>8} {s.missing:>8} "
-                     f"{s.error:>6} {parts:>11} {s.seconds:8.1f} {rate}")
+                     f"{s.error:>6} {parts:>11} {s.seconds:8.1f} {rate} {model}")
     total_rows = sum(s.rows for s in views)
     computed = sum(s.parts_computed for s in views)
     skipped = sum(s.parts_skipped for s in views)
