@@ -274,25 +274,18 @@ def _folder_problem(meta: pq.FileMetaData, part: Part) -> str | None:
     return None
 
 
-def _shown(ws: Workspace, *parts: str) -> str:
-    """A path as a user types it: local path, or scheme://bucket/key without the URI options."""
-    if ws.is_local:
-        return ws.path(*parts)
-    return f"{ws.uri.split('://', 1)[0]}://{ws.path(*parts)}"
-
-
 def _list_store_parts(ws: Workspace) -> list[Part]:
     parts = []
     for modality, view in list_views(ws):
         for name in list_parts(ws, modality, view):
             rel = (*view_dir(modality, view), name)
-            parts.append(Part(modality, view, name, ws.path(*rel), _shown(ws, *rel)))
+            parts.append(Part(modality, view, name, ws.path(*rel), ws.display(*rel)))
     return parts
 
 
 def _manifest_findings(ws: Workspace, parts: list[Part]) -> tuple[StoreManifest | None,
                                                                     list[Finding], list[str]]:
-    shown = _shown(ws, FEATURES_DIR, MANIFEST_NAME)
+    shown = ws.display(FEATURES_DIR, MANIFEST_NAME)
     try:
         manifest = read_manifest(ws)
     except (ContractError, ValueError, OSError) as exc:
@@ -309,12 +302,12 @@ def _manifest_findings(ws: Workspace, parts: list[Part]) -> tuple[StoreManifest 
             listed.add((entry.modality, entry.view, name))
             if (entry.modality, entry.view, name) not in on_disk:
                 findings.append(Finding("integrity", "fail",
-                                        _shown(ws, *view_dir(entry.modality, entry.view), name),
+                                        ws.display(*view_dir(entry.modality, entry.view), name),
                                         "listed in the manifest but missing"))
     unlisted = sorted(on_disk - listed)
     if unlisted:
         notes.append(f"{len(unlisted)} part(s) not in the manifest (an unfinished run?), e.g. "
-                     + _shown(ws, *view_dir(unlisted[0][0], unlisted[0][1]), unlisted[0][2]))
+                     + ws.display(*view_dir(unlisted[0][0], unlisted[0][1]), unlisted[0][2]))
     return manifest, findings, notes
 
 
@@ -376,7 +369,7 @@ def current_image_hashes(ws: Workspace, image_uris: pa.Array | pa.ChunkedArray,
             _save_image_cache(ws, roots, cache)
         except (OSError, pa.ArrowException) as exc:
             result.saved = False
-            result.note = f"image hashes not saved to {_shown(ws, *IMAGE_HASHES_PATH)} ({exc})"
+            result.note = f"image hashes not saved to {ws.display(*IMAGE_HASHES_PATH)} ({exc})"
     return result
 
 
@@ -542,10 +535,10 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
     clock = _Clock()
     items = read_items(ws)
     if items.num_rows == 0:
-        raise ContractError(_shown(ws, *ITEMS_PATH), "the catalog is empty: nothing to audit")
+        raise ContractError(ws.display(*ITEMS_PATH), "the catalog is empty: nothing to audit")
     parts = _list_store_parts(ws)
     if not parts and not expected:
-        raise ContractError(_shown(ws, FEATURES_DIR), "no feature parts found: run "
+        raise ContractError(ws.display(FEATURES_DIR), "no feature parts found: run "
                                                       "`macl features` first")
     manifest, findings, notes = _manifest_findings(ws, parts)
     notes.append(f"views checked against {config_label or 'the given expectations'}"
@@ -586,7 +579,7 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
     findings += _dimension_findings(results["encoders"])
     gates = _gates(coverage, results["quality"], findings, min_coverage, allow_stale)
     report = AuditReport(
-        workspace=_shown(ws), items=items.num_rows, parts=len(parts),
+        workspace=ws.display(), items=items.num_rows, parts=len(parts),
         readable_parts=len(readable), rows=sum(r["rows"] for r in results["quality"]),
         seconds=round(time.perf_counter() - started, 3), coverage=coverage,
         quality=results["quality"], problems=results["problems"],
@@ -791,13 +784,13 @@ def audit_script(ws: Workspace, parts: list[Part], groups: pa.Table, n_items: in
     header, statements = load_statements()
     readable = [p for p in parts if p.problem is None]
     if len(readable) == len(parts):
-        source = _sql_literal(_shown(ws, FEATURES_DIR, "modality=*", "view=*",
+        source = _sql_literal(ws.display(FEATURES_DIR, "modality=*", "view=*",
                                          "part-*.parquet"))
     else:
         source = "[" + ",\n    ".join(_sql_literal(p.display) for p in readable) + "]"
     lines = [
         "-- `macl audit --sql`: paste into the duckdb CLI (DuckDB 2.x) to get the numbers of",
-        f"-- `macl audit` for {_shown(ws)}. Paths are filled in for display only.",
+        f"-- `macl audit` for {ws.display()}. Paths are filled in for display only.",
     ]
     if len(readable) < len(parts):
         lines.append(f"-- {len(parts) - len(readable)} unreadable part(s) are left out, as the "
@@ -809,12 +802,12 @@ def audit_script(ws: Workspace, parts: list[Part], groups: pa.Table, n_items: in
         *shown_header,
         f"-- Filled in: catalog size {n_items}, {limit} examples per list.", "",
         "CREATE OR REPLACE TEMP VIEW items AS",
-        f"SELECT * FROM read_parquet({_sql_literal(_shown(ws, *ITEMS_PATH))});",
+        f"SELECT * FROM read_parquet({_sql_literal(ws.display(*ITEMS_PATH))});",
     ]
     if images_saved:
         lines += ["CREATE OR REPLACE TEMP VIEW image_sources AS",
                   f"SELECT image_uri, sha256 FROM read_parquet("
-                  f"{_sql_literal(_shown(ws, *IMAGE_HASHES_PATH))});"]
+                  f"{_sql_literal(ws.display(*IMAGE_HASHES_PATH))});"]
     else:
         lines += ["-- the image hashes could not be saved: image rows will read as stale here",
                   "CREATE OR REPLACE TEMP VIEW image_sources AS",

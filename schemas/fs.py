@@ -51,8 +51,11 @@ class Workspace:
         return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
 
     def display(self, *parts: str) -> str:
-        """A path as a user would type it (the URI form for object stores)."""
-        return posixpath.join(self.uri, *parts) if not self.is_local else self.path(*parts)
+        """A path as a user would type it: scheme://bucket/key for object stores, without the
+        URI's query options (endpoint, credentials) that ``uri`` keeps for reopening."""
+        if self.is_local:
+            return self.path(*parts)
+        return f"{self.uri.split('://', 1)[0]}://{posixpath.join(self.root, *parts)}"
 
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound

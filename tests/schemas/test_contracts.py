@@ -242,3 +242,9 @@ def test_feature_part_rejects_wrong_view(workspace):
     with pytest.raises(ContractError, match="another modality/view"):
         write_feature_part(workspace, "image", "hflip", 0, _feature_rows("image", "orig", [1]),
                            PROV)
+
+
+def test_display_drops_uri_options_but_uri_keeps_them():
+    ws = Workspace.open("s3://bucket/ws?region=us-east-1&endpoint_override=localhost:9")
+    assert ws.display("features", "x.parquet") == "s3://bucket/ws/features/x.parquet"
+    assert "endpoint_override" in ws.uri
