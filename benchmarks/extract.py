@@ -5,8 +5,9 @@ source hashing, decoding, augmenting, Prefect tasks, Parquet writes) and the bar
 on the same batches (inputs prepared beforehand, untimed), and prints items/s and their ratio
 (goal >= 0.9). On a shared machine that ratio is noisy (other jobs slow one run and not the
 other), so it also prints the ratio measured inside the same run: flow items/s against items
-per second of forward-pass time spent in that run. Text is also compared with sentence-transformers' ``encode`` on the same model
-(goal >= 1.0), and a rerun after adding 1% items with a full run (goal <= 2%).
+per second of forward-pass time spent in that run. Text is also compared with
+sentence-transformers' ``encode`` on the same model (goal >= 1.0), and a rerun after adding 1%
+items with a full run (goal <= 2%).
 
 Usage: ``.venv/bin/python benchmarks/extract.py [--items 500] [--hm ../shared/data/hm]``.
 Tests never assert timings; these figures go into docs/readme/features.md with the machine.

@@ -564,7 +564,8 @@ def build_manifest(ws: Workspace, catalog_sha256: str | None) -> StoreManifest:
                 enc = info.get("encoder", {})
                 entry = ViewEntry(modality=m, view=v, dim=int(enc.get("dim", 0)),
                                   dtype=info.get("storage_dtype", "float32"),
-                                  samples=int(info.get("samples", 1)), seed=int(info.get("seed", 0)),
+                                  samples=int(info.get("samples", 1)),
+                                  seed=int(info.get("seed", 0)),
                                   view_params=info.get("view_params", {}), encoder=enc)
         if entry is not None:
             entry.parts = parts

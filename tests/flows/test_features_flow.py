@@ -143,8 +143,10 @@ def test_incremental_rerun_recomputes_only_changed_shards(prefect_server, tmp_pa
     redone = {k for k in after if after[k] != before.get(k)}
     assert redone == {("image", "orig", "part-00002.parquet"),
                       ("image", "hflip", "part-00002.parquet"),
-                      ("text", "orig", "part-00000.parquet"), ("text", "swap", "part-00000.parquet"),
-                      ("text", "orig", "part-00002.parquet"), ("text", "swap", "part-00002.parquet")}
+                      ("text", "orig", "part-00000.parquet"),
+                      ("text", "swap", "part-00000.parquet"),
+                      ("text", "orig", "part-00002.parquet"),
+                      ("text", "swap", "part-00002.parquet")}
     assert_same_store(store_rows(ws_root), reference_store(tmp_path, 6, cfg, texts))
     rows = store_rows(ws_root)[("text", "orig")]
     assert rows["item_idx"] == [1, 2, 3, 4, 5, 6] and set(rows["status"]) == {"ok"}

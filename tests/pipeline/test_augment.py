@@ -38,8 +38,10 @@ def text_encoder():
 def test_derive_seed_is_owned_by_item_view_and_draw():
     base = derive_seed(0, "image", "blur", "sku-1", 0)
     assert base == derive_seed(0, "image", "blur", "sku-1", 0)
-    others = {derive_seed(1, "image", "blur", "sku-1", 0), derive_seed(0, "text", "blur", "sku-1", 0),
-              derive_seed(0, "image", "noise", "sku-1", 0), derive_seed(0, "image", "blur", "sku-2", 0),
+    others = {derive_seed(1, "image", "blur", "sku-1", 0),
+              derive_seed(0, "text", "blur", "sku-1", 0),
+              derive_seed(0, "image", "noise", "sku-1", 0),
+              derive_seed(0, "image", "blur", "sku-2", 0),
               derive_seed(0, "image", "blur", "sku-1", 1)}
     assert base not in others and len(others) == 5
     assert 0 <= base < 2 ** 63
@@ -181,7 +183,8 @@ def test_neighbours_are_near_in_the_embedding_table():
     table = np.array([[0, 0], [1, 0.05], [1, 0.1], [0, 1], [0.05, 1], [-1, -1]], dtype=np.float32)
     sub = NeighbourSubstitution(Tok(), table, aug_p=1.0, aug_min=1, aug_max=5, top_k=1)
     assert sub.neighbours("red") == ["crimson"] and sub.neighbours("Azure") == ["blue"]
-    assert sub.apply("Red car, BLUE sky!", 0) == "Crimson blue, AZURE sky!"  # car -> its nearest: blue
+    # "car" goes to its nearest neighbour, blue
+    assert sub.apply("Red car, BLUE sky!", 0) == "Crimson blue, AZURE sky!"
 
 
 @settings(max_examples=40, deadline=None)

@@ -69,7 +69,8 @@ def test_config_yaml_round_trip_and_presets(tmp_path):
     (tmp_path / "g.yaml").write_text(cfg.to_yaml())
     assert FeaturesConfig.load(tmp_path / "g.yaml") == cfg
     default = FeaturesConfig.load(None)
-    assert default == FeaturesConfig.load("default") and default.image.encoder == "efficientnet-lite0"
+    assert default == FeaturesConfig.load("default")
+    assert default.image.encoder == "efficientnet-lite0"
     assert len(default.expected_views()) == 11
 
 
@@ -140,7 +141,8 @@ def test_bad_inputs_become_reasoned_rows_never_gaps(tmp_path):
     run_all(ws, cfg)
     img = read_view_rows(ws, "image", "orig").to_pydict()
     assert img["item_idx"] == list(range(1, 9))
-    assert img["status"] == ["ok", "error", "error", "error", "missing", "error", "error", "missing"]
+    assert img["status"] == ["ok", "error", "error", "error", "missing", "error", "error",
+                             "missing"]
     reasons = img["reason"]
     assert "0 bytes" in reasons[1] and "not an image" in reasons[2]
     assert "truncated" in reasons[3] or "cannot open" in reasons[3]

@@ -20,7 +20,8 @@ def draw_image(path: Path, i: int, size: tuple[int, int] = (48, 64)) -> None:
     img = Image.new("RGB", size, ((37 * i) % 256, (91 * i) % 256, (53 * i + 80) % 256))
     d = ImageDraw.Draw(img)
     d.ellipse((4 + i % 7, 6, size[0] - 6, size[1] // 2 + i % 11), fill=((200 + i) % 256, 40, 90))
-    d.rectangle((2, size[1] - 18, 10 + (5 * i) % 30, size[1] - 4), fill=(20, (160 + 7 * i) % 256, 30))
+    d.rectangle((2, size[1] - 18, 10 + (5 * i) % 30, size[1] - 4),
+                fill=(20, (160 + 7 * i) % 256, 30))
     img.save(path, quality=90)
 
 
@@ -37,6 +38,7 @@ def build_catalog(root: Path, n: int, *, texts: Sequence[str | None] | None = No
     uris = list(uris) if uris is not None else [f"images/{i}.jpg" for i in range(1, n + 1)]
     table = pa.table({"item_id": [f"sku-{i:03d}" for i in range(1, n + 1)],
                       "item_idx": list(range(1, n + 1)), "title": [None] * n,
-                      "text": pa.array(texts, pa.string()), "image_uri": pa.array(uris, pa.string())})
+                      "text": pa.array(texts, pa.string()),
+                      "image_uri": pa.array(uris, pa.string())})
     write_items(ws, table, {"image_roots": []})
     return ws
