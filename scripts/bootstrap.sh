@@ -44,6 +44,11 @@ else
   "$VENV/bin/python" -m pip install -e '.[test]'
 fi
 
+# Byte-compile once: this environment may set PYTHONDONTWRITEBYTECODE=1, and then every fresh
+# process would recompile torch, transformers and Prefect (10-15 s per CLI call or test subprocess).
+echo "[setup] byte-compiling site-packages (once, ~1 min)"
+"$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib/python3.11/site-packages" >/dev/null 2>&1 || true
+
 if [ -f scripts/install_wordnet.py ]; then
   "$VENV/bin/python" scripts/install_wordnet.py
 fi
