@@ -29,7 +29,7 @@ from pipeline.sources import ImageResolver, Source, text_source
 from schemas.errors import ContractError
 from schemas.fs import Workspace
 from schemas.hashing import sha256_file, sha256_json
-from schemas.io import ITEMS_PATH, read_items, read_parquet
+from schemas.io import ITEMS_PATH, list_protocols, read_items, read_parquet, read_split
 from schemas.store import (
     FEATURES_DIR,
     StoreManifest,
@@ -101,6 +101,10 @@ class FeaturesConfig:
     prefetch_batches: int = 4  # batches prepared ahead of the forward pass
     task_workers: int = 1  # parts run at once (each already keeps the model busy)
     io_retries: int = 2  # Prefect retries of a part, for I/O errors only
+    #: encode only the items that occur in ``splits/<name>/`` (inputs or targets of any part);
+    #: the others get ``missing`` rows saying so. For large catalogs of which a filtered split
+    #: keeps a small share; None = every catalog item.
+    items_from_split: str | None = None
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
@@ -358,22 +362,55 @@ def image_resolver(ws: Workspace, items_schema: pa.Schema, allow_roots: Iterable
     return ImageResolver(ws, roots)
 
 
+def split_items(ws: Workspace, name: str) -> frozenset[int]:
+    """item_idx of every item in ``splits/<name>/`` (inputs and targets of all parts)."""
+    if name not in list_protocols(ws):
+        raise ContractError(ws.display("splits", name), f"items_from_split: no split {name!r} "
+                            f"in this workspace (found {list_protocols(ws) or 'none'})")
+    import pyarrow.compute as pc
+
+    found: set[int] = set()
+    for part in ("train", "valid", "test"):
+        if not ws.exists("splits", name, f"{part}.parquet"):
+            continue
+        table, _ = read_split(ws, name, part)
+        found.update(pc.unique(pc.list_flatten(table.column("items"))).to_pylist())
+        if "target" in table.column_names:
+            found.update(pc.unique(table.column("target").drop_null()).to_pylist())
+    return frozenset(found)
+
+
+def selection_of(ws: Workspace, config: "FeaturesConfig") -> frozenset[int] | None:
+    return None if config.items_from_split is None else split_items(ws, config.items_from_split)
+
+
+def selected_source(src: Source, item_idx: int, selection: frozenset[int] | None,
+                    split: str | None) -> Source:
+    """An item outside the selection is ``missing`` (its source hash kept: the row stays
+    current for the audit); items without a usable source keep their own reason."""
+    if selection is None or item_idx in selection or not src.ok:
+        return src
+    return Source("missing", f"not in split {split!r} (items_from_split)", None, src.sha256)
+
+
 def _material(item_idx: int, item_id: str, src: Source) -> list[Any]:
     return [item_idx, item_id, src.status, src.sha256, None if src.ok else src.reason]
 
 
 def source_material(ws: Workspace, items: pa.Table, modality: str, resolver: ImageResolver,
-                    workers: int) -> list[list[Any]]:
+                    workers: int, selection: frozenset[int] | None = None,
+                    split: str | None = None) -> list[list[Any]]:
     """Per item: what its part key depends on (id, source status and hash, reason)."""
     idx = items.column("item_idx").to_pylist()
     ids = items.column("item_id").to_pylist()
     if modality == "text":
-        return [_material(i, d, text_source(t))
+        return [_material(i, d, selected_source(text_source(t), i, selection, split))
                 for i, d, t in zip(idx, ids, items.column("text").to_pylist())]
     uris = items.column("image_uri").to_pylist()
     hashed = lambda u: _stripped(resolver.read(u))  # noqa: E731 - keep bytes out of memory
-    return [_material(i, d, s) for i, d, s in zip(idx, ids, ordered_prefetch(
-        hashed, uris, workers=max(workers, 1) * 4, window=256))]
+    return [_material(i, d, selected_source(s, i, selection, split))
+            for i, d, s in zip(idx, ids, ordered_prefetch(
+                hashed, uris, workers=max(workers, 1) * 4, window=256))]
 
 
 def _stripped(src: Source) -> Source:
@@ -451,9 +488,11 @@ def plan_run(ws: Workspace, config: FeaturesConfig, views: Iterable[str] | None 
     ranges = shard_ranges(n_items, config.shard_size)
     encoders = describe_encoders(config, selected)
     augmenters = {(m, v): describe_augmenter(m, v, encoders[m]) for m, v in selected}
+    selection = selection_of(ws, config)
     parts: list[PartPlan] = []
     for modality in encoders:
-        material = source_material(ws, items, modality, resolver, config.loader_workers)
+        material = source_material(ws, items, modality, resolver, config.loader_workers,
+                                   selection, config.items_from_split)
         for m, v in selected:
             if m != modality:
                 continue
@@ -704,6 +743,7 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
         resolver = None
     augmenter = _ViewCache.get(m, v, params, encoder)
     reuse = _reusable_rows(ws, plan) if info is not None else {}
+    selection = selection_of(ws, config)
 
     idx = items.column("item_idx").to_pylist()
     ids = items.column("item_id").to_pylist()
@@ -717,6 +757,7 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
 
     def prepare(pos: int) -> _Prepared:
         src = resolver.read(inputs[pos]) if resolver is not None else text_source(inputs[pos])
+        src = selected_source(src, idx[pos], selection, config.items_from_split)
         rows = [pos * samples + s for s in range(samples)]
         material.append(_material(idx[pos], ids[pos], src))
         if not src.ok:
