@@ -313,7 +313,10 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate a SYNTHETIC shop and run the pipeline on it")
+    p = sub.add_parser(
+        "demo", help="run the whole product on a generated SYNTHETIC shop",
+        description="Generate a SYNTHETIC shop, ingest and split it, extract features (Prefect), "
+                    "audit the store (DuckDB), train pop, sasrec and macl, and compare them.")
     p.add_argument("--workspace", default="demo_workspace", help="(default: demo_workspace)")
     p.add_argument("--size", type=int, default=600, help="number of items (default 600)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -321,7 +324,12 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from flows.demo import FULL_STEPS, DemoAuditFailed
     from pipeline.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(workspace=args.workspace, size=args.size, seed=args.seed))
+    try:
+        run_demo(DemoConfig(workspace=args.workspace, size=args.size, seed=args.seed), FULL_STEPS)
+    except DemoAuditFailed as exc:
+        print(f"{exc}\nmacl demo: the feature store failed its audit; stopping", file=sys.stderr)
+        return 1
     return 0
