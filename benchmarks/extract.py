@@ -95,13 +95,26 @@ def bare_forward(config, modality: str, view: str, root: Path, batch: int) -> tu
     return len(items) / (time.perf_counter() - started), len(items)
 
 
-def flow_run(root: Path, views: list[str] | None) -> tuple[float, float]:
-    """(wall seconds of a full flow run on a fresh store, seconds inside the forward pass)."""
-    from flows.features import run_features
-
+def flow_run(root: Path, views: list[str] | None, config: str | None = None,
+             runner: str = "prefect") -> tuple[float, float]:
+    """(wall seconds of a full flow run on a fresh store, seconds inside the forward pass).
+    ``runner="plain"``: the flow's plain functions in a loop, without Prefect (for machines
+    where Prefect is not installed, e.g. the GPU run of benchmarks/gpu.sh)."""
     shutil.rmtree(root / "features", ignore_errors=True)
     started = time.perf_counter()
-    summary = run_features(str(root), None, views=views)
+    if runner == "plain":
+        from pipeline.features import (FeaturesConfig, compute_part, plan_run,
+                                       write_store_manifest)
+        from schemas.fs import Workspace
+
+        ws, cfg = Workspace.open(str(root)), FeaturesConfig.load(config)
+        plan = plan_run(ws, cfg, views)
+        forward = sum(compute_part(ws, cfg, p).forward_seconds for p in plan.parts)
+        write_store_manifest(ws, plan.catalog_sha256)
+        return time.perf_counter() - started, forward
+    from flows.features import run_features
+
+    summary = run_features(str(root), config, views=views)
     return time.perf_counter() - started, sum(v["forward_seconds"] for v in summary["views"])
 
 
@@ -115,7 +128,13 @@ def main() -> int:
                         help="alternate flow and bare runs this often and keep the best of each "
                              "(damps noise from other processes on a shared machine)")
     parser.add_argument("--skip-rerun", action="store_true", help="skip the +1%% rerun test")
+    parser.add_argument("--image-batch", type=int, help="image batch size (default: config's)")
+    parser.add_argument("--text-batch", type=int, help="text batch size (default: config's)")
+    parser.add_argument("--runner", choices=("prefect", "plain"), default="prefect",
+                        help="plain: the flow's functions without Prefect")
     args = parser.parse_args()
+    if args.runner == "plain" and not args.skip_rerun:
+        parser.error("--runner plain measures throughput only: add --skip-rerun")
     if not (args.hm / "articles.csv").exists():
         print(f"no H&M data at {args.hm}", file=sys.stderr)
         return 2
@@ -124,23 +143,31 @@ def main() -> int:
     from pipeline.features import FeaturesConfig, select_views
 
     config = FeaturesConfig()
+    config.image.batch_size = args.image_batch or config.image.batch_size
+    config.text.batch_size = args.text_batch or config.text.batch_size
     extra = max(1, args.items // 100)
     articles = hm_articles(args.hm, args.items + extra)
     root = args.out / "ws"
     shutil.rmtree(args.out, ignore_errors=True)
     write_catalog(root, args.hm, articles[: args.items])
+    config_file = str(args.out / "features.yaml")  # the flow runs with the same settings
+    Path(config_file).write_text(config.to_yaml())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
-    print(f"sample: {args.items} H&M articles with photo and text\n")
+    print(f"sample: {args.items} H&M articles with photo and text; batch sizes image "
+          f"{config.image.batch_size}, text {config.text.batch_size}\n")
 
-    flow_run(root, ["image/orig", "text/orig"])  # warm-up: models loaded, Prefect started
+    first = {}  # warm-up: each modality's model loaded, Prefect started
+    for m, v in select_views(config, args.views):
+        first.setdefault(m, f"{m}/{v}")
+    flow_run(root, list(first.values()), config_file, args.runner)
     rows = []
     for m, v in select_views(config, args.views):
         batch = config.section(m).batch_size
         flows, bares, inrun = [], [], []
         for _ in range(args.repeats):
-            wall, forward = flow_run(root, [f"{m}/{v}"])
+            wall, forward = flow_run(root, [f"{m}/{v}"], config_file, args.runner)
             bare, n = bare_forward(config, m, v, root, batch)
             flows.append(n / wall)
             bares.append(bare)
@@ -185,12 +212,12 @@ def main() -> int:
               f"{flow_rate / st_rate:.2f}")
 
     if not args.skip_rerun:
-        full, _ = flow_run(root, args.views)
+        full, _ = flow_run(root, args.views, config_file, args.runner)
         write_catalog(root, args.hm, articles)  # +1%: new items appended
         from flows.features import run_features
 
         started = time.perf_counter()
-        run_features(str(root), None, views=args.views)
+        run_features(str(root), config_file, views=args.views)
         rerun = time.perf_counter() - started
         print(f"\nfull run {full:.1f} s; rerun after +{extra} items ({extra / args.items:.0%}) "
               f"{rerun:.1f} s: ratio {rerun / full:.3f} (goal <= 0.02)")
