@@ -110,7 +110,8 @@ def write_synthetic_store(
                     "cache_key": f"synthetic-{modality}-{view}-{shard}-{seed}",
                     "encoder": encoder, "view_params": params, "seed": vseed,
                     "samples": samples, "versions": {"macl": "synthetic"},
-                    "created_at": "1970-01-01T00:00:00+00:00"}
+                    "created_at": "1970-01-01T00:00:00+00:00",
+                    "counts": {"rows": table.num_rows}}
             name = write_feature_part(ws, modality, view, shard, table, info)
             entry.parts[name] = {"cache_key": info["cache_key"], "rows": table.num_rows}
             if record_sha256:

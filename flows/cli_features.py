@@ -58,6 +58,8 @@ def run_features_command(args: argparse.Namespace) -> int:
         print(f"macl features: error: {exc}", file=sys.stderr)
         return 2
     print(format_summary([ViewSummary(**v) for v in summary["views"]], summary["wall_seconds"]))
+    for line in summary.get("repaired", []):
+        print(f"repaired damaged part {line}")
     return 0
 
 

@@ -25,8 +25,8 @@ from pipeline.features import (
     StoreLock,
     clean_store,
     compute_part,
+    current_part_sha256,
     describe_encoders,
-    part_is_current,
     plan_run,
     select_views,
     summarize,
@@ -91,6 +91,9 @@ def extract_part(job: PartJob, plan: PartPlan, prefect_key: str, force: bool = F
     ws, config = job.open()
     result = compute_part(ws, config, plan, job.allow_roots, force=force)
     logger = get_run_logger()
+    if result.damaged:
+        logger.warning("%s/%s part %d was damaged (%s): computed again", plan.modality,
+                       plan.view, plan.shard, result.damaged)
     if result.computed:
         logger.info("%s/%s part %d: %d rows (%d ok, %d missing, %d error), %d items reused, "
                     "%.1f s", plan.modality, plan.view, plan.shard, result.rows, result.ok,
@@ -127,24 +130,50 @@ def features_flow(workspace: str, config: str | None = None, views: list[str] | 
         logger.info("%d items, %d views, %d parts", plan.n_items, len(plan.views),
                     len(plan.parts))
         results, failures = _run_parts(ws, job, plan.parts, cfg, progress, force=False)
-        stale = [p for p in plan.parts
-                 if p not in failures and not part_is_current(ws, p)]
-        if stale:  # Prefect cache hits whose parts are not (or no longer) in the store
-            logger.info("recomputing %d part(s) missing from the store", len(stale))
-            redo, more_failures = _run_parts(ws, job, stale, cfg, progress, force=True)
+        stale = _verify_unchecked(ws, plan.parts, results, failures)
+        if stale:  # Prefect cache hits whose parts are missing, replaced or damaged
+            logger.info("recomputing %d part(s) missing from the store or damaged: %s",
+                        len(stale), "; ".join(f"{p.modality}/{p.view}/{p.name} ({why})"
+                                              for p, why in list(stale.items())[:5]))
+            redo, more_failures = _run_parts(ws, job, list(stale), cfg, progress, force=True)
+            for p, r in redo.items():
+                r.damaged = r.damaged or stale[p]
             results = {**results, **redo}
             failures.update(more_failures)
-        write_store_manifest(ws, plan.catalog_sha256)
+        write_store_manifest(ws, plan.catalog_sha256,
+                             {(p.modality, p.view, p.name): (r.cache_key, r.sha256)
+                              for p, r in results.items() if r.sha256})
     wall = time.perf_counter() - started
     ordered = [results[p] for p in plan.parts if p in results]
     summary = {"workspace": ws.uri, "wall_seconds": wall, "n_items": plan.n_items,
                "views": [dataclasses.asdict(s) for s in summarize(ordered)],
                "parts": len(plan.parts), "removed": removed,
+               "repaired": [f"{p.modality}/{p.view}/{p.name}: {r.damaged}"
+                            for p, r in results.items() if r.damaged and r.computed],
                "failed": [f"{p.modality}/{p.view}/{p.name}: {e}" for p, e in failures.items()]}
     if failures:
         raise FeaturesFailed(f"{len(failures)} part(s) failed (the others are stored; rerun to "
                              "retry): " + "; ".join(summary["failed"][:5]))
     return summary
+
+
+def _verify_unchecked(ws: Workspace, parts: list[PartPlan], results: dict[PartPlan, PartResult],
+                      failures: dict[PartPlan, BaseException]) -> dict[PartPlan, str]:
+    """Parts no task of this run wrote or verified (Prefect cache hits) are checked against the
+    store: absent, made from other inputs or damaged -> {part: why}. Verified ones get their
+    sha256 for the manifest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [p for p in parts if p not in failures and not (p in results and results[p].sha256)]
+    with ThreadPoolExecutor(4) as pool:
+        checked = list(pool.map(lambda p: current_part_sha256(ws, p), todo))
+    stale = {}
+    for p, (sha, why) in zip(todo, checked):
+        if sha is None:
+            stale[p] = why
+        elif p in results:
+            results[p].sha256 = sha
+    return stale
 
 
 def _prefect_key(ws: Workspace, plan: PartPlan) -> str:
@@ -175,6 +204,7 @@ def _run_parts(ws: Workspace, job: PartJob, parts: list[PartPlan], cfg: Features
                 if fut.state.name == "Cached":  # Prefect returned a finished run's result
                     result.computed, result.reused_items = False, 0
                     result.seconds = result.forward_seconds = 0.0
+                    result.sha256 = result.damaged = ""  # the store is checked after the run
                 results[p] = result
             bar.update(p.n_items)
     return results, failures

@@ -43,6 +43,7 @@ from schemas.store import (
     StoreManifest,
     list_parts,
     list_views,
+    footer_problem,
     read_manifest,
     view_dir,
 )
@@ -200,12 +201,15 @@ def check_part(ws: Workspace, part: Part, recorded: Mapping[str, Any] | None) ->
             pf = pq.ParquetFile(f, page_checksum_verification=True)
             schema = pf.schema_arrow
             check_version(schema, part.display, "features")
-            part.problem = _schema_problem(schema) or _provenance_problem(schema, part) \
+            part.problem = _schema_problem(pf) \
+                or _provenance_problem(schema, part) \
                 or _folder_problem(pf.metadata, part)
             if part.problem:
                 return part
             part.rows = pf.metadata.num_rows
             part.dim = schema.field("embedding").type.list_size
+            if recorded and recorded.get("cache_key") not in (None, _cache_key(schema)):
+                recorded = None  # rewritten since the manifest (a killed rerun): CRCs decide
             if recorded and recorded.get("rows") not in (None, part.rows):
                 part.problem = (f"holds {part.rows} rows, the manifest recorded "
                                 f"{recorded['rows']}")
@@ -214,7 +218,8 @@ def check_part(ws: Workspace, part: Part, recorded: Mapping[str, Any] | None) ->
                 f.seek(0)
                 if _sha256_stream(f) != recorded["sha256"]:
                     part.problem = ("file bytes differ from the sha256 the manifest recorded "
-                                    "(corrupted, or rewritten outside the features flow)")
+                                    "(corrupted, or rewritten outside the features flow; "
+                                    "rerun `macl features` to recompute it)")
                     return part
             else:
                 for group in range(pf.num_row_groups):
@@ -227,6 +232,13 @@ def check_part(ws: Workspace, part: Part, recorded: Mapping[str, Any] | None) ->
     return part
 
 
+def _cache_key(schema: pa.Schema) -> str | None:
+    try:
+        return read_info(schema).get("cache_key")
+    except ValueError:
+        return None
+
+
 def _sha256_stream(f: Any) -> str:
     import hashlib
 
@@ -236,14 +248,12 @@ def _sha256_stream(f: Any) -> str:
     return h.hexdigest()
 
 
-def _schema_problem(schema: pa.Schema) -> str | None:
-    """The writer's exact columns, in order (so DuckDB may read parts by position)."""
-    if schema.names != _FEATURE_COLUMNS:
-        return f"has columns {schema.names}, expected {_FEATURE_COLUMNS}"
-    emb = schema.field("embedding").type
-    if not (pa.types.is_fixed_size_list(emb) and emb.value_type in (pa.float32(), pa.float16())):
-        return f"embedding has type {emb}, expected a fixed-size list of float32/float16"
-    return None
+def _schema_problem(pf: pq.ParquetFile) -> str | None:
+    """The writer's exact columns and types, in order (so DuckDB may read parts by position),
+    and the row count the part's provenance recorded (the footer has no checksum)."""
+    if pf.schema_arrow.names != _FEATURE_COLUMNS:
+        return f"has columns {pf.schema_arrow.names}, expected {_FEATURE_COLUMNS}"
+    return footer_problem(pf)
 
 
 def _provenance_problem(schema: pa.Schema, part: Part) -> str | None:
@@ -560,19 +570,23 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
     clock.lap("images")
 
     groups = _expected_groups(expected)
-    con = duckdb.connect()
-    con.register("items", items)
-    con.register("image_sources", images.table)
-    con.register("part_metadata", _part_metadata(readable))
-    con.register("part_dims", pa.table({"part": [p.path for p in readable],
-                                        "dim": pa.array([p.dim for p in readable], pa.int64())}))
-    con.register("expected_groups", groups)
-    src = SOURCES[source or _default_source(ws, readable)](ws, readable)
-    src.register(con)
-    clock.lap("setup")
-    results = _run_statements(con, src, {"n_items": items.num_rows, "limit": limit}, progress,
-                              clock)
-    con.close()
+    inputs = {"items": items, "image_sources": images.table,
+              "part_metadata": _part_metadata(readable),
+              "part_dims": pa.table({"part": [p.path for p in readable],
+                                     "dim": pa.array([p.dim for p in readable], pa.int64())}),
+              "expected_groups": groups}
+    kind = source or _default_source(ws, readable)
+    params = {"n_items": items.num_rows, "limit": limit}
+    try:
+        results = _query(inputs, SOURCES[kind](ws, readable), params, progress, clock)
+    except duckdb.Error as exc:
+        if kind != "duckdb" or source is not None:
+            raise
+        # every part passed pyarrow's checks, but DuckDB's own reader is stricter about a
+        # damaged footer: the same statements over the parts as pyarrow reads them
+        notes.append(f"DuckDB's Parquet reader refused a part ({exc}); parts read through "
+                     "pyarrow instead")
+        results = _query(inputs, ArrowSource(ws, readable), params, progress, clock)
 
     coverage = _coverage_rows(results["coverage"], results["lacking"])
     findings += _provenance_findings(results["provenance"], results["encoders"], expected)
@@ -588,6 +602,22 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
         gates=gates, notes=notes, timings=clock.laps)
     report.sql = audit_script(ws, parts, groups, items.num_rows, limit, images.saved)
     return report
+
+
+def _query(inputs: Mapping[str, Any], src: Any, params: dict[str, Any], progress: bool,
+           clock: "_Clock") -> dict[str, list[dict[str, Any]]]:
+    """One in-process DuckDB connection over the inputs and the parts; audit.sql's results."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        for name, table in inputs.items():
+            con.register(name, table)
+        src.register(con)
+        clock.lap("setup")
+        return _run_statements(con, src, params, progress, clock)
+    finally:
+        con.close()
 
 
 class _Clock:

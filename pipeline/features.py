@@ -23,13 +23,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, get_args
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.augment.views import MODALITIES, VIEWS, derive_seed, resolve_params, view_def
 from pipeline.sources import ImageResolver, Source, text_source
 from schemas.errors import ContractError
 from schemas.fs import Workspace
 from schemas.hashing import sha256_file, sha256_json
-from schemas.io import ITEMS_PATH, list_protocols, read_items, read_parquet, read_split
+from schemas.io import ITEMS_PATH, list_protocols, read_items, read_split
 from schemas.store import (
     FEATURES_DIR,
     StoreManifest,
@@ -37,7 +38,9 @@ from schemas.store import (
     list_parts,
     list_views,
     part_name,
+    read_manifest,
     read_part_info,
+    verify_part_bytes,
     view_dir,
     write_feature_part,
     write_manifest,
@@ -305,6 +308,9 @@ class PartPlan:
     last_idx: int
     cache_key: str
     view_key: str
+    #: sha256 of the stored part as the store manifest recorded it for this cache key (None:
+    #: not recorded, so its page CRCs are checked instead); not part of the part's identity
+    recorded_sha256: str | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -489,6 +495,7 @@ def plan_run(ws: Workspace, config: FeaturesConfig, views: Iterable[str] | None 
     encoders = describe_encoders(config, selected)
     augmenters = {(m, v): describe_augmenter(m, v, encoders[m]) for m, v in selected}
     selection = selection_of(ws, config)
+    recorded = recorded_part_hashes(ws)
     parts: list[PartPlan] = []
     for modality in encoders:
         material = source_material(ws, items, modality, resolver, config.loader_workers,
@@ -499,7 +506,9 @@ def plan_run(ws: Workspace, config: FeaturesConfig, views: Iterable[str] | None 
             vkey = view_key(config, m, v, encoders[m], augmenters[(m, v)])
             for shard, first, last in ranges:
                 key = part_key(vkey, first, last, material[first - 1:last])
-                parts.append(PartPlan(m, v, shard, first, last, key, vkey))
+                known = recorded.get((m, v, part_name(shard)))
+                parts.append(PartPlan(m, v, shard, first, last, key, vkey,
+                                      known[1] if known and known[0] == key else None))
     return RunPlan(workspace=ws.uri, views=selected, parts=parts, encoders=encoders,
                    augmenters=augmenters, n_items=n_items,
                    catalog_sha256=sha256_file(ws, *ITEMS_PATH), allowed_roots=allow_roots)
@@ -578,15 +587,51 @@ def stored_info(ws: Workspace, plan: PartPlan) -> dict[str, Any] | None:
         return None
 
 
-def part_is_current(ws: Workspace, plan: PartPlan) -> bool:
+def current_part_sha256(ws: Workspace, plan: PartPlan) -> tuple[str | None, str | None]:
+    """(sha256, None) when the stored part carries the plan's key and its bytes are intact;
+    (None, why not) otherwise: absent, made from other inputs, or damaged (truncated,
+    bit-flipped), so a rerun recomputes it instead of trusting a name that exists."""
     info = stored_info(ws, plan)
-    return info is not None and info.get("cache_key") == plan.cache_key
+    if info is None:
+        return None, "absent or unreadable footer"
+    if info.get("cache_key") != plan.cache_key:
+        return None, "made from other inputs"
+    sha, problem = verify_part_bytes(ws, plan.modality, plan.view, plan.name,
+                                     plan.recorded_sha256)
+    return (None, problem) if problem else (sha, None)
 
 
-def build_manifest(ws: Workspace, catalog_sha256: str | None) -> StoreManifest:
-    """features/_manifest.json rebuilt from the parts' own provenance (the store is the truth)."""
+def part_is_current(ws: Workspace, plan: PartPlan) -> bool:
+    return current_part_sha256(ws, plan)[0] is not None
+
+
+def recorded_part_hashes(ws: Workspace) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(modality, view, part name) -> (cache_key, sha256) as the store manifest recorded them;
+    empty when there is no readable manifest (parts are then checked by their page CRCs)."""
+    try:
+        manifest = read_manifest(ws)
+    except (ContractError, ValueError, OSError):
+        return {}
+    out = {}
+    for entry in (manifest.views.values() if manifest else ()):
+        for name, part in entry.parts.items():
+            if part.get("cache_key") and part.get("sha256"):
+                out[(entry.modality, entry.view, name)] = (part["cache_key"], part["sha256"])
+    return out
+
+
+def build_manifest(ws: Workspace, catalog_sha256: str | None,
+                   hashes: Mapping[tuple[str, str, str], tuple[str, str]] | None = None
+                   ) -> StoreManifest:
+    """features/_manifest.json rebuilt from the parts' own provenance (the store is the truth).
+
+    ``hashes``: (modality, view, part) -> (cache_key, sha256) of parts written or verified by
+    this run; other parts keep the hash the previous manifest recorded for the same cache key.
+    A part's entry gets ``sha256`` only when the hash belongs to the cache key its footer holds.
+    """
     from pipeline.encoders import library_versions
 
+    known = {**recorded_part_hashes(ws), **(hashes or {})}
     views: dict[str, ViewEntry] = {}
     for m, v in list_views(ws):
         entry: ViewEntry | None = None
@@ -599,6 +644,9 @@ def build_manifest(ws: Workspace, catalog_sha256: str | None) -> StoreManifest:
                 continue
             parts[name] = {"cache_key": info.get("cache_key"), "created_at": info.get("created_at"),
                            **info.get("items", {}), **info.get("counts", {})}
+            hashed = known.get((m, v, name))
+            if hashed and hashed[0] == info.get("cache_key"):
+                parts[name]["sha256"] = hashed[1]
             if entry is None:
                 enc = info.get("encoder", {})
                 entry = ViewEntry(modality=m, view=v, dim=int(enc.get("dim", 0)),
@@ -614,8 +662,10 @@ def build_manifest(ws: Workspace, catalog_sha256: str | None) -> StoreManifest:
                          updated_at=_now())
 
 
-def write_store_manifest(ws: Workspace, catalog_sha256: str | None) -> StoreManifest:
-    manifest = build_manifest(ws, catalog_sha256)
+def write_store_manifest(ws: Workspace, catalog_sha256: str | None,
+                         hashes: Mapping[tuple[str, str, str], tuple[str, str]] | None = None
+                         ) -> StoreManifest:
+    manifest = build_manifest(ws, catalog_sha256, hashes)
     write_manifest(ws, manifest)
     return manifest
 
@@ -642,6 +692,8 @@ class PartResult:
     seconds: float = 0.0
     forward_seconds: float = 0.0  # inside the model's forward pass (the rest is I/O and waiting)
     cache_key: str = ""
+    sha256: str = ""  # of the part file as written or verified by this run
+    damaged: str = ""  # why the stored part with this key was not trusted (then recomputed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -649,8 +701,6 @@ class PartResult:
 
 def read_shard_items(ws: Workspace, first: int, last: int) -> pa.Table:
     """Catalog rows first..last (row-group pruning keeps this cheap for big catalogs)."""
-    import pyarrow.parquet as pq
-
     shown = ws.display(*ITEMS_PATH)
     try:
         table = pq.read_table(ws.path(*ITEMS_PATH), filesystem=ws.fs,
@@ -720,11 +770,16 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
     started = time.perf_counter()
     m, v = plan.modality, plan.view
     info = None if force else stored_info(ws, plan)
+    damaged = ""
     if info is not None and info.get("cache_key") == plan.cache_key:
-        c = info.get("counts", {})
-        return PartResult(m, v, plan.shard, False, plan.n_items, int(c.get("rows", 0)),
-                          int(c.get("ok", 0)), int(c.get("missing", 0)), int(c.get("error", 0)),
-                          seconds=time.perf_counter() - started, cache_key=plan.cache_key)
+        sha, problem = verify_part_bytes(ws, m, v, plan.name, plan.recorded_sha256)
+        if problem is None:
+            c = info.get("counts", {})
+            return PartResult(m, v, plan.shard, False, plan.n_items, int(c.get("rows", 0)),
+                              int(c.get("ok", 0)), int(c.get("missing", 0)),
+                              int(c.get("error", 0)), seconds=time.perf_counter() - started,
+                              cache_key=plan.cache_key, sha256=sha)
+        damaged, info = problem, None  # neither trusted nor reused: computed again
     items = read_shard_items(ws, plan.first_idx, plan.last_idx)
     section = config.section(m)
     vc = section.views[v]
@@ -859,9 +914,10 @@ def compute_part(ws: Workspace, config: FeaturesConfig, plan: PartPlan,
         "counts": counts, "storage_dtype": config.storage_dtype,
     }
     write_feature_part(ws, m, v, plan.shard, table, provenance)
+    written = sha256_file(ws, *view_dir(m, v), plan.name)  # recorded in the store manifest
     return PartResult(m, v, plan.shard, True, len(idx), n_rows, counts["ok"], counts["missing"],
                       counts["error"], reused_items, time.perf_counter() - started,
-                      forward_seconds, actual_key)
+                      forward_seconds, actual_key, written, damaged)
 
 
 def _reusable_rows(ws: Workspace, plan: PartPlan) -> dict[int, tuple[str, str, list[np.ndarray]]]:
@@ -871,10 +927,10 @@ def _reusable_rows(ws: Workspace, plan: PartPlan) -> dict[int, tuple[str, str, l
     if info is None or info.get("view_key") != plan.view_key:
         return {}
     parts = (*view_dir(plan.modality, plan.view), plan.name)
-    try:
-        table = read_parquet(ws, *parts)
+    try:  # page CRCs checked: rows of a damaged part are never copied forward
+        table = pq.read_table(ws.path(*parts), filesystem=ws.fs, page_checksum_verification=True)
         validate_feature_rows(table, ws.display(*parts))
-    except ContractError:
+    except (ContractError, OSError, ValueError, pa.ArrowException):
         return {}
     samples = int(info.get("samples", 1))
     keys = table.select(["item_idx", "item_id", "sample", "status", "source_sha256"]).to_pydict()

@@ -57,6 +57,14 @@ class Workspace:
             return self.path(*parts)
         return f"{self.uri.split('://', 1)[0]}://{posixpath.join(self.root, *parts)}"
 
+    def child_uri(self, *parts: str) -> str:
+        """Where a folder inside this workspace is, as a location that reopens on the same
+        filesystem: unlike ``display``, URI query options (endpoint, scheme) are kept."""
+        if self.is_local:
+            return self.path(*parts)
+        base, sep, query = self.uri.partition("?")
+        return "/".join([base.rstrip("/"), *parts]) + sep + query
+
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
@@ -121,9 +129,12 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 
 
 def write_parquet_atomic(
-    fs: pafs.FileSystem, path: str, table: pa.Table, *, compression: str = "zstd", **kwargs: Any
+    fs: pafs.FileSystem, path: str, table: pa.Table, *, compression: str = "zstd",
+    write_page_checksum: bool = True, **kwargs: Any
 ) -> None:
-    """Write to a temporary name, then rename: no reader ever sees a half-written file."""
+    """Write to a temporary name, then rename: no reader ever sees a half-written file. Pages
+    carry CRCs so that readers (which verify them) turn a flipped bit into an error."""
+    kwargs["write_page_checksum"] = write_page_checksum
     if not isinstance(fs, pafs.LocalFileSystem):
         buf = io.BytesIO()
         pq.write_table(table, buf, compression=compression, **kwargs)

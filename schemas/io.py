@@ -26,14 +26,19 @@ def split_path(protocol: str, part: str) -> tuple[str, str, str]:
 
 
 def read_parquet(ws: Workspace, *parts: str, columns: list[str] | None = None) -> pa.Table:
-    """Read one Parquet file of the workspace; unreadable files raise naming the file."""
+    """Read one Parquet file of the workspace; unreadable files raise naming the file. Page
+    checksums are verified where the writer stored them (every file macl writes), so a
+    flipped bit is an error, not a wrong number."""
     shown = ws.display(*parts)
     if not ws.exists(*parts):
         raise ContractError(shown, "file not found")
     try:
-        return pq.read_table(ws.path(*parts), filesystem=ws.fs, columns=columns)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pq.read_table(ws.path(*parts), filesystem=ws.fs, columns=columns,
+                              page_checksum_verification=True)
+        table.schema.names  # a damaged footer may hold names that are not UTF-8
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ContractError(shown, f"is not a readable Parquet file ({exc})") from exc
+    return table
 
 
 def write_items(ws: Workspace, table: pa.Table, info: Mapping[str, Any] | None = None) -> pa.Table:

@@ -79,10 +79,12 @@ class StoreManifest:
         return {"kind": "feature_store_manifest", **asdict(self)}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any], path: str = MANIFEST_NAME) -> "StoreManifest":
-        if obj.get("kind") != "feature_store_manifest":
+    def from_json(cls, obj: Any, path: str = MANIFEST_NAME) -> "StoreManifest":
+        if not isinstance(obj, dict) or obj.get("kind") != "feature_store_manifest":
             raise ContractError(path, "is not a feature-store manifest (kind missing or wrong)")
-        version = int(obj.get("schema_version", 0))
+        version = obj.get("schema_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ContractError(path, f"schema_version {version!r} is not an integer")
         if version > SCHEMA_VERSION:
             raise ContractError(path, f"was written with schema version {version}, newer than "
                                       f"this macl ({SCHEMA_VERSION}); upgrade macl to read it")
@@ -90,18 +92,46 @@ class StoreManifest:
         unknown = set(obj) - allowed - {"kind"}
         if unknown:
             raise ContractError(path, f"unknown manifest keys {sorted(unknown)}")
+        views_obj = obj.get("views", {})
+        if not isinstance(views_obj, dict):
+            raise ContractError(path, "views must map 'modality/view' to view entries")
         try:
-            views = {k: ViewEntry(**v) for k, v in obj.get("views", {}).items()}
+            views = {k: ViewEntry(**v) for k, v in views_obj.items()}
         except TypeError as exc:
             raise ContractError(path, f"malformed view entry ({exc})") from exc
+        for key, entry in views.items():
+            problem = _entry_problem(entry)
+            if problem:
+                raise ContractError(path, f"malformed view entry {key!r}: {problem}")
         return cls(views=views, **{k: obj[k] for k in allowed - {"views"} if k in obj})
+
+
+def _entry_problem(entry: ViewEntry) -> str | None:
+    """Field types of a manifest view entry (the JSON may come from anywhere)."""
+    for name in ("modality", "view", "dtype"):
+        if not isinstance(getattr(entry, name), str):
+            return f"{name} must be a string"
+    for name in ("dim", "samples", "seed"):
+        value = getattr(entry, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} must be an integer"
+    for name in ("view_params", "encoder", "parts"):
+        if not isinstance(getattr(entry, name), dict):
+            return f"{name} must be a mapping"
+    if not all(isinstance(p, dict) for p in entry.parts.values()):
+        return "every part must be a mapping"
+    return None
 
 
 def read_manifest(ws: Workspace) -> StoreManifest | None:
     if not ws.exists(FEATURES_DIR, MANIFEST_NAME):
         return None
-    return StoreManifest.from_json(ws.read_json(FEATURES_DIR, MANIFEST_NAME),
-                                   ws.display(FEATURES_DIR, MANIFEST_NAME))
+    shown = ws.display(FEATURES_DIR, MANIFEST_NAME)
+    try:
+        obj = ws.read_json(FEATURES_DIR, MANIFEST_NAME)
+    except (ValueError, OSError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise ContractError(shown, f"is not readable JSON ({exc})") from None
+    return StoreManifest.from_json(obj, shown)
 
 
 def write_manifest(ws: Workspace, manifest: StoreManifest) -> None:
@@ -116,6 +146,9 @@ def read_view_rows(ws: Workspace, modality: str, view: str,
         parts = (*view_dir(modality, view), name)
         t = read_parquet(ws, *parts)
         check_version(t.schema, ws.display(*parts), "features")
+        problem = part_layout_problem(t.schema, t.num_rows)
+        if problem:
+            raise ContractError(ws.display(*parts), problem)
         validate_feature_rows(t, ws.display(*parts))
         tables.append(t.select(columns) if columns else t)
     if not tables:
@@ -152,7 +185,7 @@ def _part_schema(ws: Workspace, path: tuple[str, ...]) -> pa.Schema:
     try:
         with ws.fs.open_input_file(ws.path(*path)) as f:
             return pq.read_schema(f)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ContractError(ws.display(*path), f"is not a readable Parquet file ({exc})") from exc
 
 
@@ -165,15 +198,20 @@ def _part_batches(ws: Workspace, path: tuple[str, ...], columns: list[str],
     where = ws.display(*path)
     try:
         with ws.fs.open_input_file(ws.path(*path)) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, page_checksum_verification=True)  # a flipped bit fails
             check_version(pf.schema_arrow, where, "features")
+            problem = footer_problem(pf)
+            if problem:
+                raise ContractError(where, problem)
             missing = [c for c in columns if c not in pf.schema_arrow.names]
             if missing:
                 raise ContractError(where, f"missing required column(s) {missing}",
                                     column=missing[0])
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pa.Table.from_batches([batch])
-    except (pa.ArrowInvalid, OSError) as exc:
+    except ContractError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ContractError(where, f"is not a readable Parquet file ({exc})") from exc
 
 
@@ -274,6 +312,91 @@ def write_feature_part(ws: Workspace, modality: str, view: str, shard: int, tabl
     return name
 
 
+def part_layout_problem(schema: pa.Schema, num_rows: int) -> str | None:
+    """What makes a part's footer disagree with the contract or with its own provenance:
+    columns or types other than the writer's, or another row count than it recorded.
+
+    The footer carries no checksum; a flipped bit there can make a reader return other types
+    or silently fewer rows, which these checks turn into a named problem.
+    """
+    from schemas.tables import feature_schema
+
+    emb = schema.field("embedding").type if "embedding" in schema.names else None
+    if emb is None or not pa.types.is_fixed_size_list(emb) or \
+            emb.value_type not in (pa.float32(), pa.float16()):
+        return f"embedding has type {emb}, expected a fixed-size list of float32/float16"
+    want = feature_schema(emb.list_size, "float16" if emb.value_type == pa.float16()
+                          else "float32")
+    if schema.names != want.names:
+        return f"has columns {schema.names}, expected {want.names}"
+    wrong = [f"{f.name}: {f.type}" for f, w in zip(schema, want) if not f.type.equals(w.type)]
+    if wrong:
+        return f"column types differ from the contract ({', '.join(wrong)})"
+    try:
+        info = read_info(schema)
+    except ValueError as exc:
+        return f"provenance metadata is not valid JSON ({exc})"
+    recorded = _recorded_rows(info)
+    if recorded is not None and recorded != num_rows:
+        return f"holds {num_rows} rows, its provenance recorded {recorded}"
+    return None
+
+
+def footer_problem(pf: Any) -> str | None:
+    """``part_layout_problem`` of an opened ``pyarrow.parquet.ParquetFile``, plus the footer's
+    own consistency: its row groups must add up to the row count it states."""
+    meta = pf.metadata
+    groups = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    if groups != meta.num_rows:
+        return f"footer says {meta.num_rows} rows but its row groups hold {groups}"
+    return part_layout_problem(pf.schema_arrow, groups)
+
+
+def _recorded_rows(info: Any) -> int | None:
+    """Rows a part's provenance says it holds (counts.rows, else items x samples), if stated."""
+    if not isinstance(info, dict):
+        return None
+    counts, items, samples = info.get("counts"), info.get("items"), info.get("samples")
+    if isinstance(counts, dict) and type(counts.get("rows")) is int:
+        return counts["rows"]
+    if isinstance(items, dict) and type(items.get("n_items")) is int and type(samples) is int:
+        return items["n_items"] * samples
+    return None
+
+
+def verify_part_bytes(ws: Workspace, modality: str, view: str, name: str,
+                      recorded_sha256: str | None = None) -> tuple[str | None, str | None]:
+    """(sha256 of the part file, what is wrong with its bytes or None when intact).
+
+    A part whose name exists is not trusted for that: with a ``recorded_sha256`` (taken when
+    the part was written) the bytes must hash to it; without one every page is decoded and its
+    Parquet CRC checked (parts are written with page checksums), so a truncated or bit-flipped
+    part is caught either way. The file is read once.
+    """
+    import pyarrow.parquet as pq
+
+    from schemas.hashing import sha256_bytes
+
+    try:
+        with ws.fs.open_input_stream(ws.path(*view_dir(modality, view), name)) as f:
+            data = f.read()
+    except OSError as exc:
+        return None, f"unreadable file ({exc})"
+    sha = sha256_bytes(data)
+    if recorded_sha256 is not None:
+        if sha != recorded_sha256:
+            return sha, "file bytes differ from the sha256 recorded when it was written"
+        return sha, None
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+        problem = footer_problem(pf)
+        for group in range(pf.num_row_groups):
+            pf.read_row_group(group)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return sha, f"unreadable Parquet ({type(exc).__name__}: {exc})"
+    return sha, problem
+
+
 def read_part_info(ws: Workspace, modality: str, view: str, name: str) -> dict[str, Any]:
     """Provenance of one part, read from its footer only (no data pages)."""
     import pyarrow.parquet as pq
@@ -282,7 +405,7 @@ def read_part_info(ws: Workspace, modality: str, view: str, name: str) -> dict[s
     try:
         with ws.fs.open_input_file(path) as f:
             schema = pq.read_schema(f)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ContractError(ws.display(*view_dir(modality, view), name),
                             f"is not a readable Parquet file ({exc})") from exc
     check_version(schema, ws.display(*view_dir(modality, view), name), "features")

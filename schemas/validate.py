@@ -1,6 +1,7 @@
 """Validation of every table against its contract, with errors that point at file/column/rows."""
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ from schemas.tables import (
     FEATURE_STATUS,
     ITEMS,
     ITEMS_REQUIRED,
+    META_INFO,
     META_KIND,
     META_VERSION,
     SCHEMA_VERSION,
@@ -25,8 +27,18 @@ MAX_SHOWN = 5
 
 
 def check_version(schema: pa.Schema, path: str, kind: str) -> None:
-    """Refuse files of another kind or from a future schema version; unstamped files pass."""
+    """Refuse files of another kind or from a future schema version, or whose JSON info does
+    not parse; unstamped files pass."""
     meta = schema.metadata or {}
+    info = meta.get(META_INFO)
+    if info is not None:
+        try:
+            parsed = json.loads(info)
+        except ValueError as exc:  # JSON and UTF-8 errors
+            raise ContractError(path, f"its metadata {META_INFO.decode()} is not valid JSON "
+                                      f"({exc})") from None
+        if not isinstance(parsed, dict):
+            raise ContractError(path, f"its metadata {META_INFO.decode()} is not a JSON object")
     found_kind = meta.get(META_KIND)
     if found_kind is not None and found_kind.decode() != kind:
         raise ContractError(path, f"is a '{found_kind.decode()}' table, expected '{kind}'")
@@ -111,8 +123,35 @@ def _safe_cast(col: pa.ChunkedArray, target: pa.DataType, path: str, name: str) 
     )
 
 
+def require_utf8(table: pa.Table, path: str) -> None:
+    """Strings must be valid UTF-8: Parquet does not enforce it, and a stray Latin-1 byte would
+    otherwise crash whatever first turns the value into text (hashing, tokenising, printing)."""
+    for name in table.column_names:
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = col.cast(pa.large_binary() if pa.types.is_large_string(col.type)
+                           else pa.binary()).to_pylist()
+            bad = np.array([v is not None and not _is_utf8(v) for v in raw])
+            rows, total = _first_true(bad)
+            raise ContractError(path, "text is not valid UTF-8", column=name, rows=rows,
+                                values=[raw[r] for r in rows], total=total) from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def validate_items(table: pa.Table, path: str) -> pa.Table:
     table = conform(table, ITEMS, ITEMS_REQUIRED, path)
+    require_utf8(table, path)
     ids = table.column("item_id")
     empty = pc.equal(pc.utf8_length(ids), 0).to_numpy(zero_copy_only=False)
     if empty.any():
@@ -140,6 +179,7 @@ def validate_items(table: pa.Table, path: str) -> pa.Table:
 
 def validate_events(table: pa.Table, path: str, known_item_ids: pa.Array | None = None) -> pa.Table:
     table = conform(table, EVENTS, EVENTS_REQUIRED, path)
+    require_utf8(table, path)
     if known_item_ids is not None:
         unknown = pc.invert(pc.is_in(table.column("item_id"), value_set=known_item_ids))
         mask = unknown.to_numpy(zero_copy_only=False)

@@ -33,3 +33,33 @@ def workspace(tmp_path):
     from schemas.fs import Workspace
 
     return Workspace.open(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One private Prefect API server (own SQLite database and result storage in a temp dir)
+    for every test that runs flows, in process and in CLI subprocesses: its start-up (~15 s on
+    2 cores) is paid once per session. Yields the environment the CLI subprocesses need."""
+    home = tmp_path_factory.mktemp("prefect")
+    env = {"PREFECT_HOME": str(home),
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+           "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start(timeout=180)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url,
+                                         PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
+            yield {**env, "PREFECT_API_URL": server.api_url}
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -357,8 +357,8 @@ def run_training(cfg: RunConfig | None, workspace: str | None, *, runs_dir: str 
             run = RunDir.open(resume, workspace)
             cfg = run.read_config()
             if run.exists(MANIFEST_NAME):
-                manifest = run.read_manifest()
-                workspace, run_id = manifest.workspace, manifest.run_id
+                manifest = run.read_manifest()  # an explicit --workspace wins (URI options)
+                workspace, run_id = workspace or manifest.workspace, manifest.run_id
             elif workspace is None:
                 from schemas.errors import ContractError
 

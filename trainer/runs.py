@@ -52,7 +52,7 @@ class RunDir:
         """A run folder path/URI, or a run id under ``<workspace>/runs``."""
         candidates = [run]
         if workspace is not None:
-            candidates.append(Workspace.open(workspace).display("runs", run))
+            candidates.append(Workspace.open(workspace).child_uri("runs", run))
         for c in candidates:
             ws = Workspace.open(c)
             if ws.exists(CONFIG_NAME):
@@ -126,11 +126,15 @@ def build_manifest(run_id: str, cfg: RunConfig, ws: Workspace, protocol: str,
 
 
 def default_runs_dir(workspace: str) -> str:
-    return Workspace.open(workspace).display("runs")
+    return Workspace.open(workspace).child_uri("runs")
 
 
 def join(location: str, name: str) -> str:
-    return location.rstrip("/") + "/" + name if "://" in location else os.path.join(location, name)
+    """``location/name``; a URI keeps its query options (``?endpoint_override=...``)."""
+    if "://" not in location:
+        return os.path.join(location, name)
+    base, sep, query = location.partition("?")
+    return base.rstrip("/") + "/" + name + sep + query
 
 
 # ---- tables ------------------------------------------------------------------------------------

@@ -176,6 +176,8 @@ def load(
     category, reviews_path, meta_path = _find_pair(source, category)
     reviews = _reviews(reviews_path)
     shown = str(reviews_path)
+    if not reviews.num_rows:
+        raise ContractError(shown, "holds no reviews (no events to ingest)")
     asins = key_column(reviews, "asin", shown)
     users = key_column(reviews, "reviewerID", shown)
     times = reviews.column("unixReviewTime").combine_chunks()

@@ -177,7 +177,10 @@ def _header(path: Path, delimiter: str, quoting: bool) -> list[str]:
     reader = csv.reader(
         [line], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
     )
-    header = next(reader, [])
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise ContractError(str(path), f"header line cannot be parsed ({exc})") from None
     if not header or not any(h.strip() for h in header):
         raise ContractError(str(path), "is empty or has no header line")
     return header
@@ -202,14 +205,17 @@ def _utf8_error(
                     rows.append(row)
                 if column is None:
                     text = raw.decode("utf-8", errors="replace")
-                    fields = next(
-                        csv.reader(
-                            [text],
-                            delimiter=delimiter,
-                            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
-                        ),
-                        [],
-                    )
+                    try:
+                        fields = next(
+                            csv.reader(
+                                [text],
+                                delimiter=delimiter,
+                                quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
+                            ),
+                            [],
+                        )
+                    except csv.Error:  # the row is broken beyond its encoding: no column
+                        fields = []
                     bad = [i for i, v in enumerate(fields) if "\ufffd" in v]
                     column = header[bad[0]] if bad and bad[0] < len(header) else None
     return ContractError(
@@ -256,6 +262,7 @@ def first_rows(mask: np.ndarray) -> tuple[list[int], int]:
 
 def key_column(table: pa.Table, name: str, path: str) -> pa.Array:
     """A key column as non-empty strings; null or empty keys are refused with their rows."""
+    require_columns(table, [name], path)
     col = table.column(name).combine_chunks()
     if not pa.types.is_string(col.type):
         col = col.cast(pa.string())
@@ -271,6 +278,7 @@ def numbers(
     table: pa.Table, name: str, path: str, *, integer: bool = False, non_negative: bool = False
 ) -> pa.Array:
     """A numeric column parsed from text; unparsable (or negative) values are named."""
+    require_columns(table, [name], path)
     col = table.column(name).combine_chunks()
     target = pa.int64() if integer else pa.float64()
     try:
@@ -391,12 +399,13 @@ def match_rows(ids: pa.Array, table: pa.Table, key: str):
     """Align ``table``'s rows to ``ids``: (has_row mask, field(name) -> column, null if no row)."""
     pos = positions(ids, table.column(key).combine_chunks())
     has_row = pos >= 0
-    rows = table.take(pa.array(np.where(has_row, pos, 0)))
+    rows = table.take(pa.array(np.where(has_row, pos, 0))) if table.num_rows else table
     mask = pa.array(has_row)
 
     def field(name: str) -> pa.Array:
-        if name not in rows.column_names or len(ids) == 0:
-            return pa.nulls(len(ids), pa.string())
+        if name not in rows.column_names or len(ids) == 0 or not table.num_rows:
+            kind = table.schema.field(name).type if name in table.column_names else pa.string()
+            return pa.nulls(len(ids), kind)
         return pc.if_else(mask, rows.column(name).combine_chunks(), None)
 
     return has_row, field
@@ -662,9 +671,13 @@ def _write_given(ws: Workspace, data: SourceData, idx: np.ndarray, n_items: int)
 
 
 def read_bytes_lines(path: Path) -> Iterable[bytes]:
-    """Lines of a plain or gzip file, as bytes."""
+    """Lines of a plain or gzip file, as bytes; a damaged gzip stream is a ContractError."""
     import gzip
+    import zlib
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        yield from f
+    try:
+        with opener(path, "rb") as f:
+            yield from f
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ContractError(str(path), f"cannot be read ({type(exc).__name__}: {exc})") from None

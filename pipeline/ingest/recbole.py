@@ -127,16 +127,15 @@ def _items(source: Path, name: str) -> tuple[pa.Table | None, str | None]:
             return next((table.column(n) for n in names if n in table.column_names), None)
 
         price = numbers(table, "price", shown) if "price" in table.column_names else None
-        return pa.table(
-            {
-                "item_id": ids,
-                "title": pick("title", "movie_title"),
-                "text": pa.array(text, pa.string()),
-                "category": pick("categories", "category", "genre", "class"),
-                "brand": pick("brand"),
-                "price": price,
-            }
-        ), shown
+        columns = {
+            "item_id": ids,
+            "title": pick("title", "movie_title"),
+            "text": pa.array(text, pa.string()),
+            "category": pick("categories", "category", "genre", "class"),
+            "brand": pick("brand"),
+            "price": price,
+        }  # fields the file lacks stay absent (null in the catalog)
+        return pa.table({k: v for k, v in columns.items() if v is not None}), shown
     if text_path.is_file():
         table, _ = _read_atomic(text_path)
         shown = str(text_path)

@@ -1,7 +1,7 @@
 """The Prefect features flow: caching, repair, incremental reruns, kill -9 and rerun, CLI, Dask.
 
-One Prefect API server (its own SQLite database in a temp dir) serves every test of this module,
-in process and in the CLI subprocesses, so its start-up is paid once.
+The ``prefect_server`` fixture (tests/conftest.py) is one Prefect API server for the whole
+session, in process and in the CLI subprocesses, so its start-up is paid once.
 """
 import os
 import random
@@ -24,34 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"shard_size": 2, "loader_workers": 1, "prefetch_batches": 1,
           "image": {"batch_size": 2, "device": "cpu", "views": {"orig": {}, "hflip": {}}},
           "text": {"batch_size": 2, "device": "cpu", "views": {"orig": {}, "swap": {}}}}
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A private Prefect API for this module; yields the env the flows and the CLI need."""
-    home = tmp_path_factory.mktemp("prefect")
-    env = {"PREFECT_HOME": str(home),
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-           "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-
-    server = SubprocessASGIServer()
-    server.start(timeout=180)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url,
-                                         PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
-            yield {**env, "PREFECT_API_URL": server.api_url}
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def write_config(path: Path, **over) -> Path:

@@ -59,6 +59,7 @@ def rewrite_part(ws, modality, view, shard, change_rows=None, **info_changes):
         rows = table.to_pylist()
         change_rows(rows)
         table = pa.Table.from_pylist(rows, schema=table.schema)
+        info["counts"] = {**info.get("counts", {}), "rows": table.num_rows}
     write_feature_part(ws, modality, view, shard, table, info)
     manifest = read_manifest(ws)
     manifest.views[f"{modality}/{view}"].parts[name]["rows"] = table.num_rows
