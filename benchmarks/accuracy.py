@@ -508,6 +508,7 @@ def dataset_results(ds: Dataset, ws: Path, seeds: int) -> dict:
             "n_test": rs[0].summary["test"]["n_cases"],
             "valid_hr20": [r.summary["valid"]["metrics"]["hr@20"] for r in rs
                            if "valid" in r.summary],
+            "buckets": _mean_buckets(rs),
             "train_samples_per_s": [r.summary.get("train_samples_per_s", 0.0) for r in rs]}
     n_planned = {v: 1 if v in DETERMINISTIC else (ds.seeds or seeds) for v in ds.variants}
     out["missing"] = [f"{v} ({len(runs.get(v, []))}/{n} runs)" for v, n in n_planned.items()
@@ -540,6 +541,15 @@ def dataset_results(ds: Dataset, ws: Path, seeds: int) -> dict:
         out["comparisons"].append({"label": f"{other}, long-tail targets", "other": other,
                                    "metric": "tail hr@20", **c})
     return out
+
+
+def _mean_buckets(rs: list[Run]) -> list[dict]:
+    """HR@20 per train-popularity bucket, averaged over the seeds (same buckets in each)."""
+    per = [r.summary["test"].get("buckets", []) for r in rs]
+    if not per or not per[0] or any(len(p) != len(per[0]) for p in per):
+        return []
+    return [{"label": b["label"], "n": b["n"],
+             "hr@20": sum(p[i]["hr@20"] for p in per) / len(per)} for i, b in enumerate(per[0])]
 
 
 def _tail_mask(ws: Path, ds: Dataset, run: Run):
@@ -623,6 +633,19 @@ def render_dataset(ds: Dataset, ws: Path, r: dict, seeds: int) -> str:
             lines.append(f"| {other} | {c['metric']} | {c['a']:.4f} | {c['b']:.4f} | "
                          f"{_pct(c['rel'])} | [{_pct(c['rel_ci'][0])}, {_pct(c['rel_ci'][1])}] "
                          f"| {c['verdict']} |")
+        lines.append("")
+    shown = [v for v in ("sknn", "sasrec", "sasrec_mm", "macl_com", "macl") if v in r["variants"]]
+    buckets = {v: r["variants"][v].get("buckets") for v in shown}
+    if any(buckets.values()):
+        first = next(b for b in buckets.values() if b)
+        lines += ["Test HR@20 by the target's train popularity (events; `unseen` = never in "
+                  "train), mean over seeds:", "",
+                  "| variant | " + " | ".join(f"{b['label']} (n={b['n']})" for b in first) + " |",
+                  "|---|" + "---|" * len(first)]
+        for v in shown:
+            if buckets[v]:
+                lines.append(f"| {v} | " + " | ".join(f"{b['hr@20']:.3f}" for b in buckets[v])
+                             + " |")
         lines.append("")
     grid = ws / "grid.json"
     if ds.grid and grid.exists():
