@@ -28,6 +28,7 @@ from pipeline.ingest.base import (
     key_column,
     match_rows,
     read_bytes_lines,
+    refuse_rows,
     source_items,
     unique_items,
 )
@@ -182,13 +183,11 @@ def load(
     users = key_column(reviews, "reviewerID", shown)
     times = reviews.column("unixReviewTime").combine_chunks()
     if times.null_count:
-        rows = np.flatnonzero(times.is_null().to_numpy(zero_copy_only=False))
-        raise ContractError(
+        refuse_rows(
+            times.is_null().to_numpy(zero_copy_only=False),
             shown,
             "missing unixReviewTime",
             column="unixReviewTime",
-            rows=rows[:5].tolist(),
-            total=int(rows.size),
         )
     when = coerce_timestamps(times, shown, "unixReviewTime", unit="s")
 

@@ -17,7 +17,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NoReturn, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -260,6 +260,20 @@ def first_rows(mask: np.ndarray) -> tuple[list[int], int]:
     return rows[:MAX_SHOWN].tolist(), int(rows.size)
 
 
+def refuse_rows(
+    mask: np.ndarray, path: str, problem: str, *, column: str, values: Any = None
+) -> NoReturn:
+    """Raise the ``ContractError`` naming the first rows where ``mask`` is set.
+
+    ``values`` (an Arrow array or anything indexable by row) shows each named row's value.
+    """
+    rows, total = first_rows(mask)
+    shown = None
+    if values is not None:
+        shown = [v.as_py() if isinstance(v, pa.Scalar) else v for v in (values[r] for r in rows)]
+    raise ContractError(path, problem, column=column, rows=rows, values=shown, total=total)
+
+
 def key_column(table: pa.Table, name: str, path: str) -> pa.Array:
     """A key column as non-empty strings; null or empty keys are refused with their rows."""
     require_columns(table, [name], path)
@@ -269,8 +283,7 @@ def key_column(table: pa.Table, name: str, path: str) -> pa.Array:
     bad = pc.or_kleene(col.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
     mask = bad.fill_null(True).to_numpy(zero_copy_only=False)
     if mask.any():
-        rows, total = first_rows(mask)
-        raise ContractError(path, "null or empty key values", column=name, rows=rows, total=total)
+        refuse_rows(mask, path, "null or empty key values", column=name)
     return col
 
 
@@ -306,15 +319,7 @@ def numbers(
     if non_negative:
         neg = pc.less(values, 0).fill_null(False).to_numpy(zero_copy_only=False)
         if neg.any():
-            rows, total = first_rows(neg)
-            raise ContractError(
-                path,
-                "negative values",
-                column=name,
-                rows=rows,
-                values=[values[r].as_py() for r in rows],
-                total=total,
-            )
+            refuse_rows(neg, path, "negative values", column=name, values=values)
     return values
 
 
@@ -325,10 +330,7 @@ def refuse_duplicates(col: pa.Array, path: str, column: str, problem: str) -> No
     if len(first) != len(values):
         mask = np.ones(len(values), dtype=bool)
         mask[first] = False
-        rows, total = first_rows(mask)
-        raise ContractError(
-            path, problem, column=column, rows=rows, values=[values[r] for r in rows], total=total
-        )
+        refuse_rows(mask, path, problem, column=column, values=values)
 
 
 def unique_items(table: pa.Table, key: str, fields: Sequence[str], path: str) -> pa.Table:
@@ -346,14 +348,9 @@ def unique_items(table: pa.Table, key: str, fields: Sequence[str], path: str) ->
     same = frame.duplicated(keep="first").to_numpy()
     conflict = dup_key & ~same
     if conflict.any():
-        rows, total = first_rows(conflict)
-        raise ContractError(
-            path,
-            "duplicate ids with different values",
-            column=key,
-            rows=rows,
-            values=[frame[key].iloc[r] for r in rows],
-            total=total,
+        refuse_rows(
+            conflict, path, "duplicate ids with different values", column=key,
+            values=frame[key].to_numpy(),
         )
     return table.filter(pa.array(~dup_key))
 
@@ -469,14 +466,9 @@ def check_known_items(item_ids: pa.Array, catalog_ids: pa.Array, path: str, colu
     """Refuse events whose item the source's own catalog does not describe."""
     unknown = pc.invert(pc.is_in(item_ids, value_set=catalog_ids)).to_numpy(zero_copy_only=False)
     if unknown.any():
-        rows, total = first_rows(unknown)
-        raise ContractError(
-            path,
-            "events reference items that the item file does not list",
-            column=column,
-            rows=rows,
-            values=[item_ids[r].as_py() for r in rows],
-            total=total,
+        refuse_rows(
+            unknown, path, "events reference items that the item file does not list",
+            column=column, values=item_ids,
         )
 
 

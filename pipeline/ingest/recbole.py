@@ -31,13 +31,13 @@ from pipeline.ingest.base import (
     check_known_items,
     compose_text,
     events_table,
-    first_rows,
     key_column,
     match_rows,
     numbers,
     positions,
     read_csv,
     refuse_duplicates,
+    refuse_rows,
     source_items,
 )
 from pipeline.sessions import SessionRule
@@ -94,14 +94,8 @@ def _decode(values: pa.Array, index: pa.Table | None, path: str, column: str) ->
     ints = numbers(pa.table({column: values}), column, path, integer=True)
     pos = positions(ints, index.column("index").combine_chunks())
     if (pos < 0).any():
-        rows, total = first_rows(pos < 0)
-        raise ContractError(
-            path,
-            "indices missing from the index file",
-            column=column,
-            rows=rows,
-            values=[ints[r].as_py() for r in rows],
-            total=total,
+        refuse_rows(
+            pos < 0, path, "indices missing from the index file", column=column, values=ints
         )
     return index.column("id").combine_chunks().take(pa.array(pos))
 
@@ -204,8 +198,7 @@ def _sequential_part(path: Path, user_index: pa.Table | None, item_index: pa.Tab
     empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(hist.fill_null(""))), 0)
     mask = empty.to_numpy(zero_copy_only=False)
     if mask.any():
-        rows, total = first_rows(mask)
-        raise ContractError(shown, "empty history", column="item_id_list", rows=rows, total=total)
+        refuse_rows(mask, shown, "empty history", column="item_id_list")
     lists = pc.split_pattern_regex(pc.utf8_trim_whitespace(hist), r"\s+")
     flat = _decode(lists.flatten(), item_index, shown, "item_id_list")
     target = _decode(key_column(table, "item_id", shown), item_index, shown, "item_id")

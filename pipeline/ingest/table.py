@@ -23,12 +23,12 @@ from pipeline.ingest.base import (
     check_known_items,
     compose_text,
     events_table,
-    first_rows,
     key_column,
     match_rows,
     numbers,
     read_table_file,
     refuse_duplicates,
+    refuse_rows,
     source_items,
 )
 from pipeline.sessions import SessionRule
@@ -307,13 +307,11 @@ def _image_paths(values: pa.Array, root: Path, path: str, column: str) -> list[s
     if outside:
         mask = np.zeros(len(out), dtype=bool)
         mask[outside] = True
-        rows, total = first_rows(mask)
-        raise ContractError(
+        refuse_rows(
+            mask,
             path,
             f"image paths must be files under {root} (set --image-dir; URLs are never fetched)",
             column=column,
-            rows=rows,
-            values=[values[r].as_py() for r in rows],
-            total=total,
+            values=values,
         )
     return out
