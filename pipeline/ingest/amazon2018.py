@@ -22,6 +22,7 @@ import pyarrow.json as pa_json
 
 from pipeline.ingest.base import (
     SourceData,
+    catalog_ids,
     compose_text,
     events_table,
     image_index,
@@ -194,12 +195,7 @@ def load(
     meta = _meta(meta_path)
     key_column(meta, "asin", str(meta_path))
     meta = unique_items(meta, "asin", [*META_TEXT, "main_cat", "price"], str(meta_path))
-    if catalog == "events":
-        ids = pc.unique(asins)
-    elif catalog == "all":
-        ids = pc.unique(pa.concat_arrays([asins, meta.column("asin").combine_chunks()]))
-    else:
-        raise ValueError(f"catalog must be 'events' or 'all', got {catalog!r}")
+    ids = catalog_ids(catalog, asins, meta.column("asin").combine_chunks())
     ids = pa.array(sorted(ids.to_pylist()), pa.string())
     has_row, field = match_rows(ids, meta, "asin")
     text = compose_text(

@@ -462,6 +462,17 @@ def events_table(
     )
 
 
+def catalog_ids(catalog: str, event_ids: pa.Array, listed_ids: pa.Array | None) -> pa.Array:
+    """The item ids a ``--catalog`` choice keeps, in first-seen order: ``events``, the items
+    with events; ``all``, those and then every other item the source lists (``listed_ids``)."""
+    if catalog not in ("events", "all"):
+        raise ValueError(f"catalog must be 'events' or 'all', got {catalog!r}")
+    ids = pc.unique(event_ids)
+    if catalog == "all" and listed_ids is not None:
+        ids = pc.unique(pa.concat_arrays([ids, listed_ids]))
+    return ids
+
+
 def check_known_items(item_ids: pa.Array, catalog_ids: pa.Array, path: str, column: str) -> None:
     """Refuse events whose item the source's own catalog does not describe."""
     unknown = pc.invert(pc.is_in(item_ids, value_set=catalog_ids)).to_numpy(zero_copy_only=False)

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.ingest.base import (
     SourceData,
+    catalog_ids,
     compose_text,
     events_table,
     image_index,
@@ -66,14 +67,8 @@ def load(source: Path, *, catalog: str = "events") -> SourceData:
         notes.append("no articles.csv: every item has text = null")
 
     purchased = pc.unique(article_ids)
-    if catalog == "all" and articles is not None:
-        ids = pc.unique(
-            pa.concat_arrays([purchased, articles.column("article_id").combine_chunks()])
-        )
-    elif catalog in ("events", "all"):
-        ids = purchased
-    else:
-        raise ValueError(f"catalog must be 'events' or 'all', got {catalog!r}")
+    listed = None if articles is None else articles.column("article_id").combine_chunks()
+    ids = catalog_ids(catalog, purchased, listed)
     n = len(ids)
 
     text = title = category = None

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from pipeline.ingest.base import (
     SourceData,
+    catalog_ids,
     check_known_items,
     compose_text,
     events_table,
@@ -124,12 +125,7 @@ def load(
     movie_ids = key_column(movies, key, str(item_path))
     check_known_items(item_ids, movie_ids, shown, cols["item"])
 
-    if catalog == "events":
-        ids = pc.unique(item_ids)
-    elif catalog == "all":
-        ids = movie_ids
-    else:
-        raise ValueError(f"catalog must be 'events' or 'all', got {catalog!r}")
+    ids = catalog_ids(catalog, item_ids, movie_ids)
     ids = pa.array(sorted(ids.to_pylist(), key=lambda s: (len(s), s)), pa.string())
     _, field = match_rows(ids, movies, key)
     genre_text = [

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from pipeline.ingest.base import (
     SourceData,
+    catalog_ids,
     check_known_items,
     compose_text,
     events_table,
@@ -386,12 +387,8 @@ def load(
 
 
 def _catalog_ids(used: pa.Array, catalog_rows: pa.Table | None, catalog: str) -> pa.Array:
-    if catalog not in ("events", "all"):
-        raise ValueError(f"catalog must be 'events' or 'all', got {catalog!r}")
-    ids = pc.unique(used)
-    if catalog == "all" and catalog_rows is not None:
-        ids = pc.unique(pa.concat_arrays([ids, catalog_rows.column("item_id").combine_chunks()]))
-    return pa.array(sorted(ids.to_pylist()), pa.string())
+    listed = None if catalog_rows is None else catalog_rows.column("item_id").combine_chunks()
+    return pa.array(sorted(catalog_ids(catalog, used, listed).to_pylist()), pa.string())
 
 
 def _carve_rows(train: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:
