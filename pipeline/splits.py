@@ -443,6 +443,24 @@ def _cases(s: Sessions, prefixes: bool, max_len: int | None) -> tuple[Sessions, 
     )
 
 
+def _held_out_parts(
+    train_all: Sessions, test: Sessions, p: dict, filters: list[FilterStep], eval_prefixes: bool
+) -> dict[str, tuple[Sessions, CaseIndex]]:
+    """The cases of a split that holds whole sessions out: validation carved from the end of
+    the training sessions, items unseen in training dropped from valid/test when asked, and
+    valid/test cases on every prefix (``eval_prefixes``) or the last item only."""
+    train, valid = carve(train_all, p["valid_fraction"])
+    if p["drop_unseen_test_items"]:
+        test = drop_unseen(test, train, "test", p["min_session_len"], filters)
+        valid = drop_unseen(valid, train, "valid", p["min_session_len"], filters)
+    ml = p["max_len"]
+    return {
+        "train": _cases(train, p["train_prefixes"], ml),
+        "valid": _cases(valid, eval_prefixes, ml),
+        "test": _cases(test, eval_prefixes, ml),
+    }
+
+
 def _macl(s: Sessions, p: dict, path: str, filters: list[FilterStep]):
     s = s.select(order_sessions(s, p["order"], path))
     n_test = int(round(len(s) * p["test_fraction"]))
@@ -452,16 +470,7 @@ def _macl(s: Sessions, p: dict, path: str, filters: list[FilterStep]):
         s.select(np.arange(len(s) - n_test)),
         s.select(np.arange(len(s) - n_test, len(s))),
     )
-    train, valid = carve(train_all, p["valid_fraction"])
-    if p["drop_unseen_test_items"]:
-        test = drop_unseen(test, train, "test", p["min_session_len"], filters)
-        valid = drop_unseen(valid, train, "valid", p["min_session_len"], filters)
-    ml = p["max_len"]
-    parts = {
-        "train": _cases(train, p["train_prefixes"], ml),
-        "valid": _cases(valid, False, ml),
-        "test": _cases(test, False, ml),
-    }
+    parts = _held_out_parts(train_all, test, p, filters, eval_prefixes=False)
     return parts, [
         f"order: {p['order']}; test = last {p['test_fraction']:.0%} of sessions, "
         f"valid = last {p['valid_fraction']:.0%} of the rest"
@@ -482,16 +491,7 @@ def _srgnn(s: Sessions, p: dict, path: str, filters: list[FilterStep]):
     split_at = int(end.max()) - int(p["test_days"] * US_PER_DAY)
     is_test = end > split_at
     train_all, test = s.select(~is_test), s.select(is_test)
-    train, valid = carve(train_all, p["valid_fraction"])
-    if p["drop_unseen_test_items"]:
-        test = drop_unseen(test, train, "test", p["min_session_len"], filters)
-        valid = drop_unseen(valid, train, "valid", p["min_session_len"], filters)
-    ml = p["max_len"]
-    parts = {
-        "train": _cases(train, p["train_prefixes"], ml),
-        "valid": _cases(valid, True, ml),
-        "test": _cases(test, True, ml),
-    }
+    parts = _held_out_parts(train_all, test, p, filters, eval_prefixes=True)
     import datetime as dt
 
     when = dt.datetime.fromtimestamp(split_at / 1e6, tz=dt.timezone.utc).isoformat()
