@@ -6,7 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, TypeVar
 
 #: The project's offline switch: ``pipeline.runtime`` sets it to 1 by default; a user with
 #: internet sets ``HF_HUB_OFFLINE=0`` to let transformers *and* torchvision download weights.
@@ -49,6 +49,37 @@ def inference(device: "torch.device") -> Iterator[None]:  # noqa: F821
                 yield
         else:
             yield
+
+
+class LoadedEncoder:
+    """What the feature pipeline reads off every loaded encoder: its spec and name, the device
+    it runs on and its provenance ``info`` (``dim``: the size of its vectors)."""
+
+    def __init__(self, spec: Any, describe: Callable[[Any], dict[str, Any]]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.device = resolve_device(spec.device)
+        self.info = describe(spec)
+        self.dim = self.info["dim"]
+
+
+SpecT = TypeVar("SpecT", bound=Hashable)
+ModelT = TypeVar("ModelT")
+
+
+class SharedModels(Generic[SpecT, ModelT]):
+    """One loaded model per spec and process, built on first use (tasks of a run share it)."""
+
+    def __init__(self, build: Callable[[SpecT], ModelT]) -> None:
+        self._build = build
+        self._models: dict[SpecT, ModelT] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: SpecT) -> ModelT:
+        with self._lock:
+            if spec not in self._models:
+                self._models[spec] = self._build(spec)
+            return self._models[spec]
 
 
 _SHA_LOCK = threading.Lock()

@@ -8,7 +8,6 @@ own transforms; weights come from torchvision's cache/download or a file the use
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import numpy as np
 
 from pipeline.encoders.common import (
     EncoderUnavailable,
+    LoadedEncoder,
+    SharedModels,
     compute_dtype,
     downloads_allowed,
     inference,
@@ -104,17 +105,13 @@ def describe_image_encoder(spec: ImageEncoderSpec) -> dict[str, Any]:
             "dtype": compute_dtype(device)}
 
 
-class ImageEncoder:
+class ImageEncoder(LoadedEncoder):
     """A loaded image model: ``preprocess`` (thread-safe, CPU) then ``forward`` on batches."""
 
     def __init__(self, spec: ImageEncoderSpec) -> None:
         import torch
 
-        self.spec = spec
-        self.name = spec.name
-        self.device = resolve_device(spec.device)
-        self.info = describe_image_encoder(spec)
-        self.dim = self.info["dim"]
+        super().__init__(spec, describe_image_encoder)
         path = Path(self.info["source"])
         state = torch.load(path, map_location="cpu", weights_only=True)
         if spec.name == "efficientnet-lite0":
@@ -170,13 +167,9 @@ class ImageEncoder:
         return feats.float().cpu().numpy()
 
 
-_CACHE: dict[ImageEncoderSpec, ImageEncoder] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED: SharedModels[ImageEncoderSpec, ImageEncoder] = SharedModels(ImageEncoder)
 
 
 def load_image_encoder(spec: ImageEncoderSpec) -> ImageEncoder:
     """One loaded model per spec and process (tasks of a run share it)."""
-    with _CACHE_LOCK:
-        if spec not in _CACHE:
-            _CACHE[spec] = ImageEncoder(spec)
-        return _CACHE[spec]
+    return _LOADED.get(spec)

@@ -17,6 +17,8 @@ import numpy as np
 
 from pipeline.encoders.common import (
     EncoderUnavailable,
+    LoadedEncoder,
+    SharedModels,
     compute_dtype,
     downloads_allowed,
     inference,
@@ -121,18 +123,14 @@ def describe_text_encoder(spec: TextEncoderSpec) -> dict[str, Any]:
     }
 
 
-class TextEncoder:
+class TextEncoder(LoadedEncoder):
     """A loaded text model; ``forward(texts)`` tokenises, runs and pools one batch."""
 
     def __init__(self, spec: TextEncoderSpec) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        self.spec = spec
-        self.name = spec.name
-        self.device = resolve_device(spec.device)
-        self.info = describe_text_encoder(spec)
-        self.dim = self.info["dim"]
+        super().__init__(spec, describe_text_encoder)
         self.model_dir = Path(self.info["source"])
         self.model_type = self.info["model_type"]
         self.has_mlm_head = self.info["mlm_head"]
@@ -179,13 +177,9 @@ class TextEncoder:
             return pooled.cpu().numpy()
 
 
-_CACHE: dict[TextEncoderSpec, TextEncoder] = {}
-_CACHE_LOCK = threading.Lock()
+_LOADED: SharedModels[TextEncoderSpec, TextEncoder] = SharedModels(TextEncoder)
 
 
 def load_text_encoder(spec: TextEncoderSpec) -> TextEncoder:
     """One loaded model per spec and process (tasks of a run share it)."""
-    with _CACHE_LOCK:
-        if spec not in _CACHE:
-            _CACHE[spec] = TextEncoder(spec)
-        return _CACHE[spec]
+    return _LOADED.get(spec)
