@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from pipeline.features import FeaturesConfig, compute_part, plan_run
 from schemas.store import list_parts, list_views, read_part_info, read_view_rows
 from tests.pipeline.tiny_catalog import WORDS, build_catalog
+from tests.store_snapshots import assert_same_store, store_rows
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"shard_size": 2, "loader_workers": 1, "prefetch_batches": 1,
@@ -29,28 +29,6 @@ CONFIG = {"shard_size": 2, "loader_workers": 1, "prefetch_batches": 1,
 def write_config(path: Path, **over) -> Path:
     path.write_text(yaml.safe_dump({**CONFIG, **over}))
     return path
-
-
-def store_rows(root: Path) -> dict:
-    """Every (modality, view) of a store as sorted rows, for comparing stores."""
-    from schemas.fs import Workspace
-
-    ws = Workspace.open(root)
-    out = {}
-    for m, v in list_views(ws):
-        t = read_view_rows(ws, m, v).sort_by([("item_idx", "ascending"), ("sample", "ascending")])
-        out[(m, v)] = t.to_pydict()
-    return out
-
-
-def assert_same_store(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        for col in ("item_idx", "item_id", "sample", "status", "reason", "source_sha256"):
-            assert a[key][col] == b[key][col], (key, col)
-        ea = [e for e in a[key]["embedding"] if e is not None]
-        eb = [e for e in b[key]["embedding"] if e is not None]
-        np.testing.assert_allclose(np.array(ea), np.array(eb), rtol=1e-5, atol=1e-6)
 
 
 def reference_store(tmp_path: Path, n: int, cfg_path: Path, texts=None) -> dict:

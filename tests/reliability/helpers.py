@@ -1,14 +1,13 @@
-"""Helpers shared by the reliability tests: tiny features configs, store snapshots, damage."""
+"""Helpers shared by the reliability tests: tiny features configs, part stamps, damage."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
 from schemas.fs import Workspace
-from schemas.store import list_views, read_view_rows, view_dir
+from schemas.store import list_views, view_dir
 
 #: two views per modality, two items per part: small enough for the default suite
 TINY_FEATURES = {"shard_size": 2, "loader_workers": 1, "prefetch_batches": 1,
@@ -23,25 +22,6 @@ ORIG_ONLY = {**TINY_FEATURES,
 def write_config(path: Path, config: dict) -> str:
     path.write_text(yaml.safe_dump(config))
     return str(path)
-
-
-def store_rows(ws: Workspace) -> dict:
-    """Every (modality, view) of a store as rows sorted by key, for comparing stores."""
-    out = {}
-    for m, v in list_views(ws):
-        t = read_view_rows(ws, m, v).sort_by([("item_idx", "ascending"), ("sample", "ascending")])
-        out[(m, v)] = t.to_pydict()
-    return out
-
-
-def assert_same_store(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        for col in ("item_idx", "item_id", "sample", "status", "reason", "source_sha256"):
-            assert a[key][col] == b[key][col], (key, col)
-        ea = [e for e in a[key]["embedding"] if e is not None]
-        eb = [e for e in b[key]["embedding"] if e is not None]
-        np.testing.assert_allclose(np.array(ea), np.array(eb), rtol=1e-5, atol=1e-6)
 
 
 def stamps(ws: Workspace) -> dict[tuple[str, str, str], int | None]:

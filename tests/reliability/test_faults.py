@@ -10,9 +10,9 @@ from pipeline.audit import audit_store, expected_from_config
 from schemas.fs import Workspace
 from schemas.store import read_manifest
 from tests.pipeline.tiny_catalog import build_catalog
-from tests.reliability.helpers import (ORIG_ONLY, assert_same_store, stamps,
-                                       flip_embedding_bit, part_path, store_rows, truncate_part,
-                                       write_config)
+from tests.reliability.helpers import (ORIG_ONLY, flip_embedding_bit, part_path, stamps,
+                                       truncate_part, write_config)
+from tests.store_snapshots import assert_same_store, store_rows
 
 
 def integrity_subjects(report) -> list[str]:

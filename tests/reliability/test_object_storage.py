@@ -19,8 +19,8 @@ import pytest
 from pipeline.audit import audit_store, expected_from_config
 from schemas.fs import Workspace
 from schemas.store import list_parts, read_manifest, view_dir
-from tests.reliability.helpers import (ORIG_ONLY, assert_same_store, flip_embedding_bit,
-                                       part_path, store_rows, write_config)
+from tests.reliability.helpers import ORIG_ONLY, flip_embedding_bit, part_path, write_config
+from tests.store_snapshots import assert_same_store, store_rows
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = {**ORIG_ONLY, "shard_size": 10}
