@@ -45,21 +45,17 @@ def prefect_server(tmp_path_factory):
            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
            "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    with pytest.MonkeyPatch.context() as mp:  # restores the environment afterwards
+        for k, v in env.items():
+            mp.setenv(k, v)
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    server = SubprocessASGIServer()
-    server.start(timeout=180)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url,
-                                         PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
-            yield {**env, "PREFECT_API_URL": server.api_url}
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server = SubprocessASGIServer()
+        server.start(timeout=180)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url,
+                                             PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
+                yield {**env, "PREFECT_API_URL": server.api_url}
+        finally:
+            server.stop()

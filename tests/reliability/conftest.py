@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 
 import pytest
@@ -24,18 +23,13 @@ def s3_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:  # restores the environment afterwards
+        for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
+            mp.setenv(k, v)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
 
 
 @pytest.fixture
