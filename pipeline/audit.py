@@ -58,6 +58,7 @@ FORMATS = ("table", "json", "markdown")
 _FEATURE_COLUMNS = feature_schema(1).names
 _HASH_BATCH = 4096
 _IMAGE_WORKERS = 8
+_STAT_BATCH = 16384
 
 #: Expected views: (modality, view) -> {"encoder": name, "view_params": {...}, "seed", "samples"}
 Expected = Mapping[tuple[str, str], Mapping[str, Any]]
@@ -141,7 +142,7 @@ class Statement:
 
     @property
     def reads_features(self) -> bool:
-        return re.search(r"\bfeatures\b", _code(self.sql)) is not None
+        return re.search(r"\bfeature(s|_flags)\b", _code(self.sql)) is not None
 
     @property
     def params(self) -> list[str]:
@@ -384,14 +385,18 @@ def current_image_hashes(ws: Workspace, image_uris: pa.Array | pa.ChunkedArray,
 
 
 def _unchanged(ws: Workspace, cached: pa.Table) -> pa.Table:
-    """Cached entries whose file still has the recorded size and mtime (one bulk stat)."""
+    """Cached entries whose file still has the recorded size and mtime (bulk stats, in threads:
+    a million stats are syscall-bound, and pyarrow releases the GIL while it makes them)."""
     kept = []
     for local in (True, False):
         sub = cached.filter(pc.equal(cached.column("local"), local))
         if not sub.num_rows:
             continue
         fs = pafs.LocalFileSystem() if local else ws.fs
-        infos = fs.get_file_info(sub.column("path").to_pylist())
+        paths = sub.column("path").to_pylist()
+        chunks = [paths[i:i + _STAT_BATCH] for i in range(0, len(paths), _STAT_BATCH)]
+        with concurrent.futures.ThreadPoolExecutor(_IMAGE_WORKERS) as pool:
+            infos = [i for chunk in pool.map(fs.get_file_info, chunks) for i in chunk]
         size = pa.array([i.size for i in infos], pa.int64())  # None when gone or not a file
         mtime = pa.array([i.mtime_ns for i in infos], pa.int64())
         same = pc.and_(pc.equal(size, sub.column("size")), pc.equal(mtime, sub.column("mtime_ns")))
@@ -611,6 +616,8 @@ def _query(inputs: Mapping[str, Any], src: Any, params: dict[str, Any], progress
 
     con = duckdb.connect()
     try:
+        # DuckDB's own bar would write to stdout (where --format json goes); ours is on stderr
+        con.execute("SET enable_progress_bar = false")
         for name, table in inputs.items():
             con.register(name, table)
         src.register(con)
@@ -661,6 +668,16 @@ def _expected_groups(expected: Expected | None) -> pa.Table:
                      "sample": pa.array([r[2] for r in rows], pa.int32())})
 
 
+#: statements that list examples by scanning the store again, and the query (over group_stats
+#: and coverage) that says whether there is anything to list
+_SKIPPABLE = {
+    "problems": "SELECT count(*) FROM group_stats WHERE invalid + non_finite + all_zero + orphans"
+                " + id_mismatch + stale > 0",
+    "duplicates": "SELECT count(*) FROM coverage WHERE duplicate_rows > 0",
+    "reasons": "SELECT count(*) FROM group_stats WHERE missing + error > 0",
+}
+
+
 def _run_statements(con: Any, src: Any, params: dict[str, Any], progress: bool,
                     clock: "_Clock") -> dict[str, list[dict[str, Any]]]:
     """Run audit.sql in order; SELECTs come back as lists of dicts keyed by statement name."""
@@ -669,9 +686,8 @@ def _run_statements(con: Any, src: Any, params: dict[str, Any], progress: bool,
     bar = _progress(len(statements), "audit queries", progress)
     for st in statements:
         bar.update(1)
-        if st.name == "duplicates" and not con.execute(
-                "SELECT count(*) FROM coverage WHERE duplicate_rows > 0").fetchall()[0][0]:
-            results[st.name] = []  # no duplicates: spare the scan that would list them
+        if st.name in _SKIPPABLE and not con.execute(_SKIPPABLE[st.name]).fetchall()[0][0]:
+            results[st.name] = []  # nothing to list: spare the scan that would list it
             continue
         if st.reads_features and src.rescans:
             src.register(con)

@@ -20,13 +20,18 @@ LEFT JOIN image_sources AS s ON s.image_uri = i.image_uri;
 
 -- name: feature_flags
 -- Every feature row with its verdicts. NaN/Inf and all-zero vectors are found through the
--- squared norm (summed in DOUBLE, so it neither overflows nor underflows for float32 values):
--- a NaN/Inf (or null) element makes it non-finite, and only an all-zero vector makes it 0.
+-- squared norm: a NaN/Inf (or null) element makes it non-finite, and only an all-zero vector
+-- makes it 0. The native float32 dot product decides every row whose result is finite and
+-- positive (then no element is NaN, Inf or null, and one is not zero); the rest -- null
+-- elements (the dot product refuses them: TRY makes that NULL), NaN/Inf, zero, and float32
+-- overflow or underflow -- are summed exactly in DOUBLE, element by element.
 CREATE OR REPLACE TEMP VIEW feature_flags AS
 SELECT f.filename AS part, f.modality, f.view, f.sample, f.item_idx, f.item_id, f.status,
        f.reason, len(f.embedding) AS dim,
-       list_sum(list_transform(f.embedding, lambda x: coalesce(x::DOUBLE * x, 'NaN'::DOUBLE)))
-           AS sq_norm,
+       CASE WHEN f.sq_norm32 > 0 AND isfinite(f.sq_norm32) THEN f.sq_norm32::DOUBLE
+            ELSE list_sum(list_transform(f.embedding,
+                                         lambda x: coalesce(x::DOUBLE * x, 'NaN'::DOUBLE)))
+       END AS sq_norm,
        c.item_idx IS NULL AS orphan,
        c.item_id <> f.item_id AS id_mismatch,
        c.item_idx IS NOT NULL AND f.source_sha256 IS DISTINCT FROM
@@ -35,14 +40,14 @@ SELECT f.filename AS part, f.modality, f.view, f.sample, f.item_idx, f.item_id, 
        f.status NOT IN ('ok', 'missing', 'error')
            OR (f.status = 'ok' AND f.embedding IS NULL)
            OR (f.status <> 'ok' AND (f.embedding IS NOT NULL OR f.reason IS NULL)) AS invalid
-FROM features AS f
+FROM (SELECT *, TRY(list_dot_product(embedding, embedding)) AS sq_norm32
+      FROM features) AS f
 LEFT JOIN catalog_sources AS c ON c.item_idx = f.item_idx;
 
 -- name: group_stats
--- The one full scan of the store. Per (modality, view, sample): row counts, embedding
--- dimensions, the first $limit items of each kind of bad row, bitmaps (bit i-1 = item i) of
--- the catalog items that have a row and of those that have an `ok` row, and the reasons of
--- missing/error rows with their counts.
+-- The one full scan of a clean store. Per (modality, view, sample): row counts, embedding
+-- dimensions, bitmaps (bit i-1 = item i) of the catalog items that have a row and of those
+-- that have an `ok` row.
 CREATE OR REPLACE TEMP TABLE group_stats AS
 SELECT modality, view, sample,
        count(*) AS rows,
@@ -58,15 +63,7 @@ SELECT modality, view, sample,
        min(dim) AS min_dim,
        max(dim) AS max_dim,
        bitstring_agg(item_idx, 1, $n_items) FILTER (NOT orphan) AS present,
-       bitstring_agg(item_idx, 1, $n_items) FILTER (NOT orphan AND status = 'ok') AS covered,
-       min(item_idx, $limit) FILTER (invalid) AS invalid_items,
-       min(item_idx, $limit) FILTER (NOT isfinite(sq_norm)) AS non_finite_items,
-       min(item_idx, $limit) FILTER (sq_norm = 0) AS all_zero_items,
-       min(item_idx, $limit) FILTER (orphan) AS orphan_items,
-       min(item_idx, $limit) FILTER (id_mismatch) AS id_mismatch_items,
-       min(item_idx, $limit) FILTER (stale) AS stale_items,
-       histogram(coalesce(reason, '(no reason)')) FILTER (status = 'missing') AS missing_reasons,
-       histogram(coalesce(reason, '(no reason)')) FILTER (status = 'error') AS error_reasons
+       bitstring_agg(item_idx, 1, $n_items) FILTER (NOT orphan AND status = 'ok') AS covered
 FROM feature_flags
 GROUP BY modality, view, sample;
 
@@ -112,15 +109,21 @@ JOIN coverage AS c USING (modality, view, sample)
 ORDER BY g.modality, g.view, g.sample;
 
 -- name: problems
--- The first $limit items of each kind of bad row.
+-- The first $limit items of each kind of bad row. `macl audit` skips this second scan when
+-- group_stats counted no bad row.
 SELECT problem, modality, view, sample, items
 FROM (
     UNPIVOT (
         SELECT modality, view, sample,
-               invalid_items AS invalid, non_finite_items AS non_finite,
-               all_zero_items AS all_zero, orphan_items AS orphan,
-               id_mismatch_items AS id_mismatch, stale_items AS stale
-        FROM group_stats
+               min(item_idx, $limit) FILTER (invalid) AS invalid,
+               min(item_idx, $limit) FILTER (NOT isfinite(sq_norm)) AS non_finite,
+               min(item_idx, $limit) FILTER (sq_norm = 0) AS all_zero,
+               min(item_idx, $limit) FILTER (orphan) AS orphan,
+               min(item_idx, $limit) FILTER (id_mismatch) AS id_mismatch,
+               min(item_idx, $limit) FILTER (stale) AS stale
+        FROM feature_flags
+        WHERE invalid OR NOT isfinite(sq_norm) OR sq_norm = 0 OR orphan OR id_mismatch OR stale
+        GROUP BY modality, view, sample
     )
     ON invalid, non_finite, all_zero, orphan, id_mismatch, stale
     INTO NAME problem VALUE items
@@ -141,19 +144,20 @@ ORDER BY f.modality, f.view, f.sample, f.item_idx;
 
 -- name: reasons
 -- Why rows are not `ok`. Quoted values and the detail after ': ' are folded so that reasons
--- that differ only by file name count together; `example` keeps one verbatim.
+-- that differ only by file name count together; `example` keeps one verbatim. Reads only the
+-- small status and reason columns; `macl audit` skips it when group_stats counted no
+-- missing/error row.
 SELECT modality, view, status,
        regexp_replace(regexp_replace(reason, '''[^'']*''', '''...''', 'g'), ':\s.*$', '')
            AS reason,
        sum(n)::BIGINT AS rows,
        min(reason) AS example
 FROM (
-    SELECT modality, view, 'missing', unnest(map_entries(missing_reasons), recursive := true)
-    FROM group_stats
-    UNION ALL
-    SELECT modality, view, 'error', unnest(map_entries(error_reasons), recursive := true)
-    FROM group_stats
-) AS r(modality, view, status, reason, n)
+    SELECT modality, view, status, coalesce(reason, '(no reason)') AS reason, count(*) AS n
+    FROM features
+    WHERE status IN ('missing', 'error')
+    GROUP BY ALL
+)
 GROUP BY ALL
 ORDER BY rows DESC, modality, view, status, reason;
 

@@ -134,6 +134,21 @@ def test_tiny_but_nonzero_vector_is_not_all_zero(store):
     assert audit(store).passed
 
 
+def test_float32_overflow_and_underflow_are_not_faults(store):
+    """The float32 fast path squares 3e38 to Inf and 1e-30 to 0: such rows are decided exactly
+    in DOUBLE, also beside a null element that makes the fast path give up on the batch."""
+    def change(rows):
+        row_of(rows, 1)["embedding"][1] = None
+        row_of(rows, 2).update(embedding=[3e38, -3e38, 0.0, 1.0])
+        row_of(rows, 3).update(embedding=[1e-30, 0.0, 0.0, 0.0])
+
+    rewrite_part(store.workspace, "text", "orig", 0, change)
+    report = audit(store)
+    assert failed(report) == ["non_finite"]
+    assert [(p["problem"], p["view"], p["items"]) for p in report.problems] == [
+        ("non_finite", "orig", [1])]
+
+
 def test_duplicate_key_across_parts(store):
     ws = store.workspace
     extra = pq.read_table(ws.path(*view_dir("image", "orig"), "part-00001.parquet")).to_pylist()
