@@ -68,8 +68,7 @@ class Dataset:
     note: str = ""
 
 
-GRID = tuple((w, w, t) for w in (0.02, 0.1, 0.5) for t in (0.1, 0.2, 0.5))
-SMALL_GRID = tuple((w, w, 0.2) for w in (0.02, 0.1, 0.5))
+GRID = tuple((w, w, 0.2) for w in (0.02, 0.1, 0.5))
 DATASETS = [
     Dataset("ml100k", "MovieLens-100K (posters + TMDB overviews)",
             ["movielens", "--source", "{data}/ml100k_mm"], "macl", ["--protocol", "macl"],
@@ -86,7 +85,7 @@ DATASETS = [
                  "features computed for the items this split keeps only (`items_from_split`)"),
     Dataset("scientific", "Amazon Industrial & Scientific (text only)",
             ["recbole", "--source", "{data}/amazon_scientific"], "given", None,
-            "features_text_only.yaml", ALL_VARIANTS, SMALL_GRID,
+            "features_text_only.yaml", ALL_VARIANTS, GRID,
             note="the RecBole/UniSRec leave-one-out split as given (user histories up to 50); "
                  "item text only (title, categories, brand): the text modality alone, like the "
                  "paper's Instacart"),
@@ -235,11 +234,11 @@ class Plan:
             if run.exists() and not (run / "last.pt").exists():
                 shutil.rmtree(run)  # killed before its first checkpoint: start again
             if run.exists():
-                _check_same_config(run, model, config, sets)
+                _check_same_config(run, model, config, sets, ds.protocol)
 
         return self.add(Job(f"{ds.name}:{rid}", argv, self.work / "logs" / ds.name / f"{rid}.log",
                             lambda: (run / "summary.json").exists()
-                            and _check_same_config(run, model, config, sets),
+                            and _check_same_config(run, model, config, sets, ds.protocol),
                             deps, weight=self.threads, prepare=prepare))
 
 
@@ -272,11 +271,13 @@ def _write_stamp(ws: Path, cfg: Path) -> None:
     (ws / "features" / ".bench_stamp.json").write_text(_features_stamp(ws, cfg))
 
 
-def _check_same_config(run: Path, model: str, config: Path | None, sets: list[str]) -> bool:
+def _check_same_config(run: Path, model: str, config: Path | None, sets: list[str],
+                       protocol: str) -> bool:
     """A run folder made with other settings is never silently reused."""
     from trainer.config import RunConfig, resolve_config
 
     want = resolve_config(model, config, [s for s in sets if not s.startswith("train.progress")])
+    want.data.protocol = protocol  # given on the command line (--protocol), not by --set
     have = RunConfig.from_yaml((run / "config.resolved.yaml").read_text())
     want.train.progress = have.train.progress = False
     if want.to_dict() != have.to_dict():
