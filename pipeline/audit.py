@@ -365,7 +365,11 @@ def current_image_hashes(ws: Workspace, image_uris: pa.Array | pa.ChunkedArray,
     kept = _CACHE_SCHEMA.empty_table()
     if cached is not None:
         kept = _unchanged(ws, cached.filter(pc.is_in(cached.column("image_uri"), value_set=uris)))
-    todo = uris.filter(pc.invert(pc.is_in(uris, value_set=kept.column("image_uri")))).to_pylist()
+    if kept.num_rows == len(uris):  # kept holds distinct uris, all of them in uris: nothing new
+        todo = []
+    else:
+        todo = uris.filter(pc.invert(pc.is_in(uris, value_set=kept.column("image_uri"))))
+        todo = todo.to_pylist()
     fresh = [r for r in _hash_images(ws, resolver, todo, progress) if r is not None]
     new_entries = pa.Table.from_pylist([r for r in fresh if r["path"] is not None],
                                        schema=_CACHE_SCHEMA)
@@ -560,14 +564,17 @@ def audit_store(workspace: str | os.PathLike[str] | Workspace, *, min_coverage: 
                  if expected is not None else
                  "no features config: provenance checked for consistency only")
     clock.lap("catalog")
-    parts = _check_parts(ws, parts, manifest, progress)
-    clock.lap("parts")
+    roots = [*read_info(items.schema).get("image_roots", []), *allowed_roots]
+    # image stats/hashes and part hashes are both I/O and GIL-free hashing: run them side by
+    # side; "images" is then the time the images took beyond the parts
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        hashing = background.submit(current_image_hashes, ws, items.column("image_uri"), roots,
+                                    rehash=rehash_images, progress=progress)
+        parts = _check_parts(ws, parts, manifest, progress)
+        clock.lap("parts")
+        images = hashing.result()
     readable = [p for p in parts if p.problem is None]
     findings += [Finding("integrity", "fail", p.display, p.problem) for p in parts if p.problem]
-
-    roots = [*read_info(items.schema).get("image_roots", []), *allowed_roots]
-    images = current_image_hashes(ws, items.column("image_uri"), roots, rehash=rehash_images,
-                                  progress=progress)
     notes.append(f"images: {images.hashed} hashed, {images.reused} unchanged since the last "
                  f"audit, {images.unusable} unusable now (missing/refused)")
     if images.note:

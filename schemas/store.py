@@ -248,8 +248,11 @@ def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_
             elif dim != values.shape[1]:
                 raise ContractError(where, f"embedding dim {dim} differs from the view's "
                                     f"{values.shape[1]}", column="embedding")
-            t = t.filter(pc.equal(t.column("sample"), sample))
-            idx = t.column("item_idx").to_numpy()
+            # masks instead of filtered copies of the table: only the ok rows' vectors are
+            # gathered once, and cast straight into ``values``
+            chosen = pc.fill_null(pc.equal(t.column("sample"), sample), False).to_numpy(
+                zero_copy_only=False)
+            idx = t.column("item_idx").to_numpy()[chosen]
             if idx.size and (idx.min() < 1 or idx.max() > n_items):
                 bad = np.flatnonzero((idx < 1) | (idx > n_items))
                 raise ContractError(where, f"item_idx outside the catalog 1..{n_items}",
@@ -262,11 +265,15 @@ def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_
                                     column="item_idx", values=dup[:5].tolist(), rows=[],
                                     total=int(dup.size))
             seen[idx] = True
-            ok = pc.equal(t.column("status"), "ok").to_numpy(zero_copy_only=False)
-            if ok.any():
-                emb = t.column("embedding").combine_chunks().filter(pa.array(ok))
-                values[idx[ok]] = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-                mask[idx[ok]] = True
+            ok = pc.fill_null(pc.equal(t.column("status"), "ok"), False).to_numpy(
+                zero_copy_only=False)
+            if (ok & chosen).any():
+                emb = t.column("embedding").combine_chunks()
+                vectors = emb.values.slice(emb.offset * dim, len(emb) * dim)
+                vectors = vectors.to_numpy(zero_copy_only=False).reshape(-1, dim)
+                values[idx[ok[chosen]]] = vectors[ok & chosen]
+                mask[idx[ok[chosen]]] = True
+        pa.default_memory_pool().release_unused()  # freed read buffers go back to the system
     if values is None:  # parts without rows: the width comes from the schema
         dim = _part_schema(ws, (*view_dir(modality, view), names[0])).field("embedding").type
         values = np.zeros((n_items + 1, dim.list_size), dtype=np.dtype(dtype)) if out is None \
