@@ -76,6 +76,12 @@ DATASETS = [
             note="sessions = a user's ratings cut at 30-minute gaps; protocol `macl` (the paper's "
                  "recipe: items with >= 5 events, sessions >= 2, last item = target, inputs "
                  "truncated to 19, time-ordered 80/10/10)"),
+    Dataset("scientific", "Amazon Industrial & Scientific (text only)",
+            ["recbole", "--source", "{data}/amazon_scientific"], "given", None,
+            "features_text_only.yaml", ALL_VARIANTS, GRID,
+            note="the RecBole/UniSRec leave-one-out split as given (user histories up to 50); "
+                 "item text only (title, categories, brand): the text modality alone, like the "
+                 "paper's Instacart"),
     Dataset("hm", "H&M (photos for all items, text for a quarter)",
             ["hm", "--source", "{data}/hm"], "macl_min2",
             ["--protocol", "macl", "--min-item-count", "2", "--name", "macl_min2"],
@@ -83,12 +89,6 @@ DATASETS = [
             note="sessions = customer + day; protocol `macl` with items kept from 2 events "
                  "(the paper's >= 5 leaves 88 test cases over 137 items: too few to compare); "
                  "features computed for the items this split keeps only (`items_from_split`)"),
-    Dataset("scientific", "Amazon Industrial & Scientific (text only)",
-            ["recbole", "--source", "{data}/amazon_scientific"], "given", None,
-            "features_text_only.yaml", ALL_VARIANTS, GRID,
-            note="the RecBole/UniSRec leave-one-out split as given (user histories up to 50); "
-                 "item text only (title, categories, brand): the text modality alone, like the "
-                 "paper's Instacart"),
     Dataset("cell", "Cell_Phones_and_Accessories (the paper's split, ID only)",
             ["srgnn", "--source", "{data}/macl_splits/Cell_Phones_and_Accessories"], "given",
             None, None, ID_VARIANTS,
@@ -362,7 +362,7 @@ def run_plan(plan: Plan, capacity: int, dry_run: bool = False) -> dict[str, str]
         for key in [k for k in plan.jobs if ready(k)]:
             job = plan.jobs[key]
             if running and busy + job.weight > capacity:
-                continue
+                break  # in plan order: a waiting 2-thread job is not starved by later ones
             if job.prepare:
                 job.prepare()
             cmd = job.argv()

@@ -51,7 +51,7 @@ PROTOCOL = "loo_user"
 GOALS = {"shipped": 3.0, "patched": 2.0, "macl": 1.0, "eval": 0.8}
 
 
-def run_proc(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+def run_proc(cmd: list[str], log: Path, env: dict | None = None, cwd: Path = REPO) -> dict:
     """Run a command (output to ``log``); its wall time, CPU time and peak RSS (os.wait4)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     load_before = res.load_average()
@@ -59,7 +59,7 @@ def run_proc(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     with open(log, "w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": proc.returncode, "wall_s": time.time() - started,
@@ -179,7 +179,8 @@ def recbole(python: str, data_path: Path, anomaly: str, out: Path, threads: int,
            "--data-path", str(data_path), "--anomaly", anomaly, "--threads", str(threads),
            "--device", device, "--checkpoint-dir", str(out / "recbole-saved")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    r = run_proc(cmd, out / "logs" / f"recbole-{anomaly}.log", env=env)
+    # RecBole writes log/ and log_tensorboard/ into its working directory: keep them under out
+    r = run_proc(cmd, out / "logs" / f"recbole-{anomaly}.log", env=env, cwd=out)
     _check(r, f"recbole ({anomaly})")
     line = next(x for x in reversed(r["stdout"].splitlines()) if x.startswith("{"))
     got = json.loads(line)
