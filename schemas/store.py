@@ -190,15 +190,17 @@ def _part_schema(ws: Workspace, path: tuple[str, ...]) -> pa.Schema:
 
 
 def _part_batches(ws: Workspace, path: tuple[str, ...], columns: list[str],
-                  batch_rows: int = 65_536):
-    """One feature part as tables of at most ``batch_rows`` rows (bounded read buffers),
-    after the schema-version check."""
+                  batch_rows: int = 16_384):
+    """One feature part as tables of at most ``batch_rows`` rows, after the schema-version
+    check. Pages are streamed through a 1 MiB buffer instead of reading whole column chunks:
+    together with the small batches that halves the reader's working set per part."""
     import pyarrow.parquet as pq
 
     where = ws.display(*path)
     try:
         with ws.fs.open_input_file(ws.path(*path)) as f:
-            pf = pq.ParquetFile(f, page_checksum_verification=True)  # a flipped bit fails
+            pf = pq.ParquetFile(f, page_checksum_verification=True,  # a flipped bit fails
+                                buffer_size=1 << 20)
             check_version(pf.schema_arrow, where, "features")
             problem = footer_problem(pf)
             if problem:
