@@ -1,4 +1,4 @@
-"""Scale figures for N-item catalogs (prints figures; writes JSON + Markdown under benchmarks/out/scale).
+"""Scale figures for 100k and 1M items (prints them; JSON + Markdown in benchmarks/out/scale).
 
 For each N (default 100k and 1M) the synthetic store of ``benchmarks.audit`` (catalog, one
 tiny image file per item, random float32 embeddings of dim 16 for 10 views, parts of 100k
@@ -9,9 +9,10 @@ Every figure is measured in a fresh child process, so imports and earlier work s
           only stat-ed, parts checked by their recorded sha256) is reported. A cold audit
           (every image read and hashed) is ``benchmarks.audit``'s job: minutes at 1M.
 - load:   ``trainer.features.load_feature_bank`` of all 10 tables, as ``sasrec_mm``/``macl``
-          load them, in float16 (the config default) and float32. Peak memory = the child's
-          peak RSS during the load (``VmHWM`` after ``/proc/self/clear_refs`` reset it) minus
-          its RSS before, against the bytes of the tables and masks the loader returns.
+          load them, in float16 (the config default) and float32, after the catalog and a
+          split (as the trainer reads them first). Peak memory = the child's peak RSS during
+          the load (``VmHWM`` after ``/proc/self/clear_refs`` reset it) minus its RSS before,
+          against the bytes of the tables and masks the loader returns.
 - train:  ``sasrec``, one epoch over one case per synthetic session (N sessions, Zipf item
           popularity), sampled softmax (``loss.rec_softmax=sampled``, 1024 negatives: a full
           softmax over 1M items is a 256 x 1M x 64 product per step), through
@@ -238,6 +239,13 @@ def markdown(results: list[dict[str, Any]], machine: str) -> str:
     return "\n".join(out) + f"\n\n{machine}\n"
 
 
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -283,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(entry), file=sys.stderr, flush=True)
 
     loads = [f"{r['loadavg_start'][0]:.1f}-{r['loadavg_end'][0]:.1f}" for r in results]
-    machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    machine = (f"Machine: {_cpu_model()}, {os.cpu_count()} cores, "
                f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.0f} GiB, "
                f"no GPU; 1-minute load average during each size: {', '.join(loads)}.")
     table = markdown(results, machine)

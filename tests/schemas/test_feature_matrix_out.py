@@ -40,7 +40,8 @@ def test_duplicates_across_parts_are_refused(workspace):
         read_feature_matrix(workspace, "image", "orig", 0, 3)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_each_sample_gets_exactly_its_ok_rows(workspace, data):
     """Parts mixing samples and ok/missing rows, in shuffled order: every sample's matrix holds
