@@ -721,8 +721,11 @@ def render(all_results: list[tuple[Dataset, Path, dict]], seeds: int, threads: i
         jobs = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
     cpu_h = sum(j["cpu_s"] for j in jobs) / 3600
     wall_h = sum(j["wall_s"] for j in jobs) / 3600
-    extra = [("runs", f"{seeds} seeds per trained variant (pop and sknn are deterministic: one "
-                      f"run), {threads} torch thread(s) per run, 2 runs at a time"),
+    fewer = ", ".join(f"{ds.name}: {ds.seeds}" for ds, *_ in all_results
+                      if ds.seeds and ds.seeds != seeds)
+    extra = [("runs", f"{seeds} seeds per trained variant{f' ({fewer})' if fewer else ''} "
+                      f"(pop and sknn are deterministic: one run), {threads} torch thread(s) "
+                      "per run, 2 runs at a time"),
              ("compute", f"{len(jobs)} jobs, {cpu_h:.1f} CPU-hours, {wall_h:.1f} job-hours "
                          "(sum of the jobs' wall times) on the shared machine"),
              ("config hashes", "per variant in each table (`config`: sha256 of the resolved "

@@ -65,7 +65,11 @@ def feature_retrieval(ws_path: Path, protocol: str, k: int = 20) -> dict[str, di
             den += valid
         both = torch.where(den > 0, num / den.clamp_min(1.0), torch.full_like(num, -2.0))
         both[:, 0] = -float("inf")
-        out["+".join(mods)] = _ranked(both, target, k, target_ranks, metrics_from_ranks)
+        both_key = "+".join(mods)
+        out[both_key] = _ranked(both, target, k, target_ranks, metrics_from_ranks)
+        any_ok = torch.stack([oks[m] for m in mods]).any(0)  # covered by at least one modality
+        out[both_key]["cases with the last item covered"] = float(any_ok[last].float().mean())
+        out[both_key]["targets covered"] = float(any_ok[target].float().mean())
     return out
 
 
