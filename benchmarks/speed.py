@@ -309,8 +309,8 @@ def render(train: list[dict], evals: list[dict], extract: str | None, meta: dict
                        f"**{e['ratio']:.2f}x** | >= {GOALS['eval']}x "
                        f"{'met' if e['ratio'] >= GOALS['eval'] else 'NOT met'} |")
     if extract:
-        out += ["", "### Feature extraction (`benchmarks/extract.py`, rerun here)", "",
-                f"Command: `{meta['extract_cmd']}`", "", "```", extract.strip(), "```"]
+        out += ["", "### Feature extraction (`benchmarks/extract.py`)", "",
+                f"Command: `{meta['extract_cmd']}", "", "```", extract.strip(), "```"]
     return "\n".join(out) + "\n"
 
 
@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                    "throwaway venv under --out, created by this script)")
     p.add_argument("--features-config", type=Path, help="features config when the ML-100K "
                    "store must be computed here (default: the default preset)")
-    p.add_argument("--skip-extract", action="store_true")
+    p.add_argument("--skip-extract", action="store_true",
+                   help="do not rerun extract.py; the table shows its last run's figures, dated")
     p.add_argument("--extract-args", default="--items 300 --repeats 2 --views image/orig "
                    "image/noise text/orig text/ctx_sub",
                    help="arguments for benchmarks/extract.py")
@@ -380,13 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval batch {e['batch']}: ours {e['ours']:,.0f} vs bare {e['bare']:,.0f} "
               f"sessions/s = {e['ratio']:.2f}x", flush=True)
     extract = None
+    extract_log = logs / "extract.log"
     if not args.skip_extract:
         cmd = [sys.executable, str(REPO / "benchmarks" / "extract.py"), *args.extract_args.split()]
-        meta["extract_cmd"] = " ".join(["python benchmarks/extract.py", *args.extract_args.split()])
-        r = run_proc(cmd, logs / "extract.log")
+        r = run_proc(cmd, extract_log)
         _check(r, "benchmarks/extract.py")
-        extract = "\n".join(x for x in r["stdout"].splitlines()[1:]
-                            if "it/s]" not in x and "item-view/s" not in x)
+    if extract_log.exists():  # with --skip-extract: the previous run's figures, dated
+        lines = extract_log.read_text().splitlines()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(extract_log.stat().st_mtime))
+        meta["extract_cmd"] = (lines[0].removeprefix("$ ").replace(sys.executable, "python")
+                               .replace(str(REPO) + "/", "") + f"` (run {when})")
+        extract = "\n".join(x for x in lines[1:] if "it/s]" not in x and "item-view/s" not in x)
         print(extract)
     (out / "speed.json").write_text(json.dumps({"train": train, "eval": evals, "meta": meta},
                                                indent=1, default=str))
