@@ -772,7 +772,8 @@ def render(all_results: list[tuple[Dataset, Path, dict]], seeds: int, threads: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, help="seeds per trained variant for every dataset "
+                   "(default: 3, or the dataset's own smaller count where DATASETS sets one)")
     p.add_argument("--jobs", type=int, default=2, help="CPU threads busy at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -783,6 +784,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime import configure_environment
 
     configure_environment(REPO / ".prefect")
+    if args.seeds is not None:  # asked for explicitly: overrides the per-dataset counts
+        for ds in DATASETS:
+            ds.seeds = None
+    args.seeds = args.seeds or 3
     work = args.work.resolve()
     chosen = [d for d in DATASETS if d.name in args.datasets]
     if not args.report_only:
