@@ -95,6 +95,16 @@ def ingest_args(source: Path, ws: Path, items: str = "items.csv",
             "--items-map", "item_id=sku,image=picture", "--text-columns", "name,blurb"]
 
 
+def bad_source(tmp_path: Path, items: list[list[str]], events: list[list[str]],
+               header: tuple[str, ...] = ("visit", "sku"),
+               item_header: tuple[str, ...] = ("sku", "name", "blurb", "picture")) -> Path:
+    """The fixture source plus ``i.csv`` / ``e.csv`` holding one bad input each."""
+    source = make_source(tmp_path / "src")
+    write_csv(source / "i.csv", list(item_header), items)
+    write_csv(source / "e.csv", list(header), events)
+    return source
+
+
 class Extracted:
     """The module's workspace after ingest -> features -> audit."""
 
@@ -197,13 +207,12 @@ def test_path_traversal_in_image_uri(extracted, tmp_path, capsys):
         "error", "image_uri '../../etc/passwd' escapes the workspace")
     extracted.audited("image", "cat-traversal", "image_uri '../../etc/passwd' escapes the "
                                                 "workspace")
-    source = make_source(tmp_path / "src")
-    write_csv(source / "escape.csv", ["sku", "name", "blurb", "picture"],
-              [["good", "x", "", "pics/good.jpg"], ["bad", "y", "", "../../etc/passwd"]])
-    write_csv(source / "escape_events.csv", ["visit", "sku"], [["v", "good"], ["v", "bad"]])
-    assert macl(ingest_args(source, tmp_path / "ws", "escape.csv", "escape_events.csv")) == 2
+    source = bad_source(tmp_path, [["good", "x", "", "pics/good.jpg"],
+                                   ["bad", "y", "", "../../etc/passwd"]],
+                        [["v", "good"], ["v", "bad"]])
+    assert macl(ingest_args(source, tmp_path / "ws", "i.csv", "e.csv")) == 2
     err = capsys.readouterr().err
-    assert "escape.csv: column 'picture': image paths must be files under" in err
+    assert "i.csv: column 'picture': image paths must be files under" in err
     assert "row 1 ('../../etc/passwd')" in err
 
 
@@ -224,13 +233,11 @@ def test_url_where_a_path_is_expected(extracted, tmp_path, capsys):
         "error", "image_uri is a URL (https://), expected a path: download images first")
     extracted.audited("image", "cat-url", "image_uri is a URL (https://), expected a path: "
                                           "download images first")
-    source = make_source(tmp_path / "src")
-    write_csv(source / "url.csv", ["sku", "name", "blurb", "picture"],
-              [["good", "x", "", "https://example.com/a.jpg"]])
-    write_csv(source / "url_events.csv", ["visit", "sku"], [["v", "good"]])
-    assert macl(ingest_args(source, tmp_path / "ws", "url.csv", "url_events.csv")) == 2
+    source = bad_source(tmp_path, [["good", "x", "", "https://example.com/a.jpg"]],
+                        [["v", "good"]])
+    assert macl(ingest_args(source, tmp_path / "ws", "i.csv", "e.csv")) == 2
     err = capsys.readouterr().err
-    assert "url.csv: column 'picture'" in err and "URLs are never fetched" in err
+    assert "i.csv: column 'picture'" in err and "URLs are never fetched" in err
     assert "row 0 ('https://example.com/a.jpg')" in err
 
 
@@ -276,14 +283,6 @@ def test_a_one_megabyte_text(extracted):
     assert sum(q["stale"] for q in extracted.report.quality) == 0
 
 
-def bad_source(tmp_path: Path, items: list[list[str]], events: list[list[str]],
-               header: tuple[str, ...] = ("visit", "sku")) -> Path:
-    source = make_source(tmp_path / "src")
-    write_csv(source / "i.csv", ["sku", "name", "blurb", "picture"], items)
-    write_csv(source / "e.csv", list(header), events)
-    return source
-
-
 def test_duplicate_item_id(tmp_path, capsys):
     source = bad_source(tmp_path, [["a", "x", "", ""], ["b", "y", "", ""], ["a", "z", "", ""]],
                         [["v", "a"], ["v", "b"]])
@@ -323,9 +322,8 @@ def test_unparsable_or_negative_timestamps(tmp_path, capsys, stamp, unit, needle
 
 def test_a_column_of_the_wrong_type(tmp_path, capsys):
     source = bad_source(tmp_path, [["a", "x", "", "", "9.5"], ["b", "y", "", "", "cheap"]],
-                        [["v", "a"], ["v", "b"]])
-    write_csv(source / "i.csv", ["sku", "name", "blurb", "picture", "cost"],
-              [["a", "x", "", "", "9.5"], ["b", "y", "", "", "cheap"]])
+                        [["v", "a"], ["v", "b"]],
+                        item_header=("sku", "name", "blurb", "picture", "cost"))
     args = ingest_args(source, tmp_path / "ws", "i.csv", "e.csv")
     args[args.index("item_id=sku,image=picture")] = "item_id=sku,image=picture,price=cost"
     assert macl(args) == 2
