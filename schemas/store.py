@@ -269,12 +269,14 @@ def read_feature_matrix(ws: Workspace, modality: str, view: str, sample: int, n_
             seen[idx] = True
             ok = pc.fill_null(pc.equal(t.column("status"), "ok"), False).to_numpy(
                 zero_copy_only=False)
-            if (ok & chosen).any():
+            keep = ok & chosen
+            if keep.any():
                 emb = t.column("embedding").combine_chunks()
                 vectors = emb.values.slice(emb.offset * dim, len(emb) * dim)
                 vectors = vectors.to_numpy(zero_copy_only=False).reshape(-1, dim)
-                values[idx[ok[chosen]]] = vectors[ok & chosen]
-                mask[idx[ok[chosen]]] = True
+                rows = idx[ok[chosen]]  # item_idx of the kept rows, in row order
+                values[rows] = vectors[keep]
+                mask[rows] = True
         pa.default_memory_pool().release_unused()  # freed read buffers go back to the system
     if values is None:  # parts without rows: the width comes from the schema
         dim = _part_schema(ws, (*view_dir(modality, view), names[0])).field("embedding").type
