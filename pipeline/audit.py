@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pipeline.sources import ImageResolver
 from schemas.errors import ContractError
 from schemas.fs import Workspace
+from schemas.hashing import sha256_stream
 from schemas.io import ITEMS_PATH, read_items
 from schemas.store import (
     FEATURES_DIR,
@@ -44,6 +45,7 @@ from schemas.store import (
     list_parts,
     list_views,
     footer_problem,
+    pages_problem,
     read_manifest,
     view_dir,
 )
@@ -217,14 +219,15 @@ def check_part(ws: Workspace, part: Part, recorded: Mapping[str, Any] | None) ->
                 return part
             if recorded and recorded.get("sha256"):
                 f.seek(0)
-                if _sha256_stream(f) != recorded["sha256"]:
+                if sha256_stream(f) != recorded["sha256"]:
                     part.problem = ("file bytes differ from the sha256 the manifest recorded "
                                     "(corrupted, or rewritten outside the features flow; "
                                     "rerun `macl features` to recompute it)")
                     return part
             else:
-                for group in range(pf.num_row_groups):
-                    pf.read_row_group(group)
+                part.problem = pages_problem(pf)
+                if part.problem:
+                    return part
             part.metadata = dict(schema.metadata or {})
     except ContractError as exc:
         part.problem = exc.problem
@@ -238,15 +241,6 @@ def _cache_key(schema: pa.Schema) -> str | None:
         return read_info(schema).get("cache_key")
     except ValueError:
         return None
-
-
-def _sha256_stream(f: Any) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    while chunk := f.read(1 << 22):
-        h.update(chunk)
-    return h.hexdigest()
 
 
 def _schema_problem(pf: pq.ParquetFile) -> str | None:

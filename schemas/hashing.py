@@ -23,9 +23,14 @@ def sha256_json(obj: Any) -> str:
     return sha256_text(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str))
 
 
-def sha256_file(ws: Workspace, *parts: str) -> str:
+def sha256_stream(f: Any) -> str:
+    """Hash of what is left to read in an open binary file, read in chunks."""
     h = hashlib.sha256()
-    with ws.fs.open_input_stream(ws.path(*parts)) as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(ws: Workspace, *parts: str) -> str:
+    with ws.fs.open_input_stream(ws.path(*parts)) as f:
+        return sha256_stream(f)
