@@ -20,6 +20,7 @@ Usage::
     .venv/bin/python benchmarks/accuracy.py --datasets ml100k hm  # some datasets
     .venv/bin/python benchmarks/accuracy.py --jobs 2 --seeds 3    # 2 runs at once, 3 seeds
     .venv/bin/python benchmarks/accuracy.py --dry-run             # print the plan
+    .venv/bin/python benchmarks/accuracy.py --datasets scientific --variants sasrec_mm macl
     .venv/bin/python benchmarks/accuracy.py --report-only         # tables from finished runs
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -163,8 +164,10 @@ class Job:
 
 
 class Plan:
-    def __init__(self, work: Path, data: Path, seeds: int, threads: int) -> None:
+    def __init__(self, work: Path, data: Path, seeds: int, threads: int,
+                 variants: Sequence[str] | None = None) -> None:
         self.work, self.data, self.seeds, self.threads = work, data, seeds, threads
+        self.variants = variants  # None = every variant of each dataset
         self.jobs: dict[str, Job] = {}
 
     def add(self, job: Job) -> str:
@@ -209,6 +212,8 @@ class Plan:
                                   lambda: _grid_matches(ds, ws),
                                   grid_keys, weight=0, after=lambda: choose_on_valid(ds, ws)))
         for variant in ds.variants:
+            if self.variants is not None and variant not in self.variants:
+                continue
             for seed in (range(1) if variant in DETERMINISTIC else range(seeds)):
                 tuned = variant in TUNED and bool(ds.grid)
                 model, extra = model_of(variant)
@@ -778,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "out" / "accuracy")
+    p.add_argument("--variants", nargs="+", choices=ALL_VARIANTS,
+                   help="train only these variants (the report still covers every finished "
+                        "run); e.g. the comparison that matters first when time is short")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--report-only", action="store_true", help="only write the tables")
     args = p.parse_args(argv)
@@ -792,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [d for d in DATASETS if d.name in args.datasets]
     if not args.report_only:
         data = args.data.resolve()
-        plan = Plan(work, data, args.seeds, args.threads)
+        plan = Plan(work, data, args.seeds, args.threads, args.variants)
         for ds in chosen:
             source = Path(ds.ingest[2].format(data=data))
             if source.exists():
