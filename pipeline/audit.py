@@ -44,8 +44,8 @@ from schemas.store import (
     StoreManifest,
     list_parts,
     list_views,
+    decode_every_page,
     footer_problem,
-    pages_problem,
     read_manifest,
     view_dir,
 )
@@ -224,10 +224,8 @@ def check_part(ws: Workspace, part: Part, recorded: Mapping[str, Any] | None) ->
                                     "(corrupted, or rewritten outside the features flow; "
                                     "rerun `macl features` to recompute it)")
                     return part
-            else:
-                part.problem = pages_problem(pf)
-                if part.problem:
-                    return part
+            else:  # the footer was checked above (_schema_problem)
+                decode_every_page(pf)
             part.metadata = dict(schema.metadata or {})
     except ContractError as exc:
         part.problem = exc.problem

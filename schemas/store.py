@@ -399,20 +399,19 @@ def verify_part_bytes(ws: Workspace, modality: str, view: str, name: str,
             return sha, "file bytes differ from the sha256 recorded when it was written"
         return sha, None
     try:
-        problem = pages_problem(pq.ParquetFile(pa.BufferReader(data),
-                                               page_checksum_verification=True))
+        pf = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+        problem = footer_problem(pf)
+        decode_every_page(pf)
     except (OSError, ValueError, pa.ArrowException) as exc:
         return sha, f"unreadable Parquet ({type(exc).__name__}: {exc})"
     return sha, problem
 
 
-def pages_problem(pf: Any) -> str | None:
-    """Decode every page of a ParquetFile opened with ``page_checksum_verification`` (a bad
-    CRC or a truncated page raises), then ``footer_problem``: the check of a part without a
-    recorded sha256."""
+def decode_every_page(pf: Any) -> None:
+    """Read every row group of a ParquetFile opened with ``page_checksum_verification``: a bad
+    CRC or a truncated page raises. The check of a part without a recorded sha256."""
     for group in range(pf.num_row_groups):
         pf.read_row_group(group)
-    return footer_problem(pf)
 
 
 def read_part_info(ws: Workspace, modality: str, view: str, name: str) -> dict[str, Any]:
