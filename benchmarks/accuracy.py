@@ -447,8 +447,7 @@ class Run:
 
 
 def load_runs(ds: Dataset, ws: Path, seeds: int) -> dict[str, list[Run]]:
-    import numpy as np
-    import pyarrow.parquet as pq
+    from benchmarks.stats import read_test_ranks
 
     out: dict[str, list[Run]] = {}
     for variant in ds.variants:
@@ -457,11 +456,10 @@ def load_runs(ds: Dataset, ws: Path, seeds: int) -> dict[str, list[Run]]:
             path = ws / "bench_runs" / run_id(variant, seed)
             if not (path / "summary.json").exists():
                 continue
-            t = pq.read_table(path / "test_ranks.parquet").sort_by("row")
+            ranks, targets = read_test_ranks(path)
             out.setdefault(variant, []).append(Run(
                 variant, seed, path, json.loads((path / "summary.json").read_text()),
-                t.column("rank").to_numpy().astype(np.int64),
-                t.column("target").to_numpy().astype(np.int64), seed_config_sha(path)))
+                ranks, targets, seed_config_sha(path)))
     return out
 
 

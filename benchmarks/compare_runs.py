@@ -21,24 +21,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.stats import paired_bootstrap, per_case  # noqa: E402
+from benchmarks.stats import paired_bootstrap, per_case, read_test_ranks  # noqa: E402
 
 
 def group_ranks(runs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """(ranks of shape (runs, cases), targets) of runs over one test set, cases in row order."""
-    import pyarrow.parquet as pq
-
     ranks, targets = [], None
     for run in runs:
         path = run / "test_ranks.parquet"
         if not path.exists():
             raise SystemExit(f"{path}: missing (is {run} a finished run?)")
-        t = pq.read_table(path).sort_by("row")
-        tg = t.column("target").to_numpy()
-        if targets is not None and not np.array_equal(tg, targets):
+        run_ranks, run_targets = read_test_ranks(run)
+        if targets is not None and not np.array_equal(run_targets, targets):
             raise SystemExit(f"{path}: other test cases than {runs[0]} (not the same split)")
-        targets = tg
-        ranks.append(t.column("rank").to_numpy().astype(np.int64))
+        targets = run_targets
+        ranks.append(run_ranks)
     return np.stack(ranks), targets
 
 

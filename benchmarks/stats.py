@@ -9,11 +9,22 @@ unpaired comparison would count twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 #: resamples drawn at once; bounds the (chunk, n_cases) index matrix to a few tens of MB
 MAX_CHUNK_CELLS = 4_000_000
+
+
+def read_test_ranks(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(1-based target ranks, targets) of a finished run's test cases, in case order, from its
+    ``test_ranks.parquet``."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(run / "test_ranks.parquet").sort_by("row")
+    return (t.column("rank").to_numpy().astype(np.int64),
+            t.column("target").to_numpy().astype(np.int64))
 
 
 def per_case(ranks: np.ndarray, metric: str, k: int) -> np.ndarray:
