@@ -310,7 +310,8 @@ def render(train: list[dict], evals: list[dict], extract: str | None, meta: dict
                        f"{'met' if e['ratio'] >= GOALS['eval'] else 'NOT met'} |")
     if extract:
         out += ["", "### Feature extraction (`benchmarks/extract.py`)", "",
-                f"Command: `{meta['extract_cmd']}", "", "```", extract.strip(), "```"]
+                f"Command: `{meta['extract_cmd']}` (run {meta['extract_when']})", "", "```",
+                extract.strip(), "```"]
     return "\n".join(out) + "\n"
 
 
@@ -388,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         _check(r, "benchmarks/extract.py")
     if extract_log.exists():  # with --skip-extract: the previous run's figures, dated
         lines = extract_log.read_text().splitlines()
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(extract_log.stat().st_mtime))
         meta["extract_cmd"] = (lines[0].removeprefix("$ ").replace(sys.executable, "python")
-                               .replace(str(REPO) + "/", "") + f"` (run {when})")
+                               .replace(str(REPO) + "/", ""))
+        meta["extract_when"] = time.strftime("%Y-%m-%d %H:%M UTC",
+                                             time.gmtime(extract_log.stat().st_mtime))
         extract = "\n".join(x for x in lines[1:] if "it/s]" not in x and "item-view/s" not in x)
         print(extract)
     (out / "speed.json").write_text(json.dumps({"train": train, "eval": evals, "meta": meta},
