@@ -64,7 +64,6 @@ class Dataset:
     features: str | None  # features config under benchmarks/configs; None = ID only
     variants: tuple[str, ...]
     grid: tuple[tuple[float, float, float], ...] = ()  # (alpha, beta, tau) for macl, seed 0
-    seeds: int | None = None  # None = --seeds
     train_set: list[str] = field(default_factory=list)  # extra --set for every trained run
     note: str = ""
 
@@ -112,10 +111,10 @@ DATASETS = [
             ID_VARIANTS, note="as Cell_Phones"),
     Dataset("diginetica", "Diginetica (SR-GNN split, ID-only sanity check of the evaluator)",
             ["srgnn", "--source", "{data}/sbr/diginetica"], "given", None, None,
-            ("pop", "sknn", "sasrec"), seeds=1, train_set=["train.epochs=3"],
+            ("pop", "sknn", "sasrec"), train_set=["train.epochs=3"],
             note="sanity check against published numbers (SR-GNN P@20 50.7 / MRR@20 17.6; "
-                 "session-rec SKNN HR@20 0.485 / MRR@20 0.174): sasrec for 3 epochs, 1 seed "
-                 "(about an hour per epoch-set on the shared 2-core machine)"),
+                 "session-rec SKNN HR@20 0.485 / MRR@20 0.174): sasrec for 3 epochs "
+                 "(650k training cases; ~16 min per epoch on one idle core)"),
 ]
 BY_NAME = {d.name: d for d in DATASETS}
 
@@ -204,7 +203,6 @@ class Plan:
                 logs / "features.log", lambda: _features_stamp(ws, cfg) == _stamp_file(ws),
                 [last], weight=2, after=lambda: _write_stamp(ws, cfg)))
         prep = last
-        seeds = ds.seeds or self.seeds
         grid_keys = []
         if ds.grid and "macl" in ds.variants:
             for a, b, t in ds.grid:
@@ -217,7 +215,7 @@ class Plan:
         for variant in ds.variants:
             if self.variants is not None and variant not in self.variants:
                 continue
-            for seed in (range(1) if variant in DETERMINISTIC else range(seeds)):
+            for seed in (range(1) if variant in DETERMINISTIC else range(self.seeds)):
                 tuned = variant in TUNED and bool(ds.grid)
                 model, extra = model_of(variant)
                 self.train(ds, variant, run_id(variant, seed), seed,
@@ -451,7 +449,7 @@ def load_runs(ds: Dataset, ws: Path, seeds: int) -> dict[str, list[Run]]:
 
     out: dict[str, list[Run]] = {}
     for variant in ds.variants:
-        n_seeds = 1 if variant in DETERMINISTIC else (ds.seeds or seeds)
+        n_seeds = 1 if variant in DETERMINISTIC else seeds
         for seed in range(n_seeds):
             path = ws / "bench_runs" / run_id(variant, seed)
             if not (path / "summary.json").exists():
@@ -522,7 +520,7 @@ def dataset_results(ds: Dataset, ws: Path, seeds: int) -> dict:
                            if "valid" in r.summary],
             "buckets": _mean_buckets(rs),
             "train_samples_per_s": [r.summary.get("train_samples_per_s", 0.0) for r in rs]}
-    n_planned = {v: 1 if v in DETERMINISTIC else (ds.seeds or seeds) for v in ds.variants}
+    n_planned = {v: 1 if v in DETERMINISTIC else seeds for v in ds.variants}
     out["missing"] = [f"{v} ({len(runs.get(v, []))}/{n} runs)" for v, n in n_planned.items()
                       if len(runs.get(v, [])) < n]
     main = "macl" if "macl" in runs else ("macl_com" if "macl_com" in runs else None)
@@ -700,7 +698,7 @@ def render_dataset(ds: Dataset, ws: Path, r: dict, seeds: int) -> str:
             lines.append("")
     wrows = []
     for v in ("macl", "macl+paper_code", "macl_com"):
-        for seed in range(ds.seeds or seeds):
+        for seed in range(seeds):
             p = ws / "bench_runs" / run_id(v, seed)
             if (p / "summary.json").exists():
                 w = diag.adaptive_weights(p)
@@ -727,9 +725,7 @@ def render(all_results: list[tuple[Dataset, Path, dict]], seeds: int, threads: i
         jobs = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
     cpu_h = sum(j["cpu_s"] for j in jobs) / 3600
     wall_h = sum(j["wall_s"] for j in jobs) / 3600
-    fewer = ", ".join(f"{ds.name}: {ds.seeds}" for ds, *_ in all_results
-                      if ds.seeds and ds.seeds != seeds)
-    extra = [("runs", f"{seeds} seeds per trained variant{f' ({fewer})' if fewer else ''} "
+    extra = [("runs", f"{seeds} seeds per trained variant "
                       f"(pop and sknn are deterministic: one run), {threads} torch thread(s) "
                       "per run, 2 runs at a time"),
              ("compute", f"{len(jobs)} jobs, {cpu_h:.1f} CPU-hours, {wall_h:.1f} job-hours "
@@ -778,8 +774,7 @@ def render(all_results: list[tuple[Dataset, Path, dict]], seeds: int, threads: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", choices=list(BY_NAME), default=list(BY_NAME))
-    p.add_argument("--seeds", type=int, help="seeds per trained variant for every dataset "
-                   "(default: 3, or the dataset's own smaller count where DATASETS sets one)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per trained variant (default 3)")
     p.add_argument("--jobs", type=int, default=2, help="CPU threads busy at once (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -793,10 +788,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime import configure_environment
 
     configure_environment(REPO / ".prefect")
-    if args.seeds is not None:  # asked for explicitly: overrides the per-dataset counts
-        for ds in DATASETS:
-            ds.seeds = None
-    args.seeds = args.seeds or 3
     work = args.work.resolve()
     chosen = [d for d in DATASETS if d.name in args.datasets]
     if not args.report_only:
